@@ -1,0 +1,144 @@
+"""Flows: a bounded table keyed on the connection, and the first bytes of each direction.
+
+A flow knows who opened it (the SYN sender; for UDP the first sender; for a capture that
+starts mid-connection, the side on the higher port) and keeps the first payload bytes of
+each direction in order, TCP segments reassembled, until its recognisers have a verdict.
+After that it only counts. Bounds are named here with the reasoning behind each.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .recognisers import Detection, Recogniser
+    from .signatures import NameRule
+
+# Deep inspection stops after this many payload packets (both directions together). A TLS 1.2
+# handshake with a certificate chain fits in ~10 (ClientHello, 3-4 segments of ServerHello +
+# Certificate, client Certificate); 24 leaves room for retransmissions and small first
+# records. Every recogniser that gives a verdict on the shared corpus does so within 12.
+INSPECT_PACKETS = 24
+# Bytes kept per direction while inspecting: a certificate chain is rarely over 8 KiB.
+INSPECT_BYTES = 16384
+# Out-of-order segments held per direction while waiting for a gap to fill.
+MAX_PENDING_SEGMENTS = 8
+
+# Idle timeouts in seconds, after Suricata's flow-timeouts defaults (suricata.yaml): a TCP
+# connection that never completed its handshake, an established one, one closed by FIN/RST,
+# and UDP.
+TIMEOUT_TCP_NEW = 60.0
+TIMEOUT_TCP_ESTABLISHED = 600.0
+TIMEOUT_TCP_CLOSED = 60.0
+TIMEOUT_UDP = 300.0
+# How often (in packet time) idle flows are looked for. Checking every flow costs O(flows),
+# so it is done rarely; a flow lives at most this much past its timeout.
+SWEEP_INTERVAL = 30.0
+# Flow table bound. The 1M-packet home mix (12 devices, 45 min) holds ~3,000 flows at once
+# with these timeouts; 65,536 leaves room for a busy household and still bounds memory to
+# a few tens of MiB. When full, the oldest flow is finished early.
+MAX_FLOWS = 65536
+
+SEQ_MOD = 1 << 32
+SEQ_HALF = 1 << 31
+
+
+class Flow:
+    __slots__ = (
+        "id", "proto", "client_ip", "server_ip", "client_port", "server_port", "first_ts",
+        "last_ts", "pkts", "bytes", "payload_pkts", "client_syn", "server_synack", "rst",
+        "fins", "inspecting", "streams", "segments", "next_seq", "pending", "candidates",
+        "verdict", "name", "name_rule", "closing", "key", "rkey", "dns_tools",
+        "events",
+    )
+
+    def __init__(self, fid: int, proto: int, cip: bytes, cport: int, sip: bytes, sport: int,
+                 ts: float):
+        self.id = fid
+        self.proto = proto
+        self.client_ip = cip
+        self.client_port = cport
+        self.server_ip = sip
+        self.server_port = sport
+        self.first_ts = ts
+        self.last_ts = ts
+        self.pkts = [0, 0]
+        self.bytes = [0, 0]
+        self.payload_pkts = 0
+        self.client_syn = False
+        self.server_synack = False
+        self.rst = False
+        self.fins = 0
+        self.inspecting = True
+        self.streams: list[bytearray] = [bytearray(), bytearray()]
+        self.segments: list[list[bytes]] = [[], []]
+        self.next_seq: list[int | None] = [None, None]
+        self.pending: list[dict[int, bytes]] = [{}, {}]
+        self.candidates: list[Recogniser] = []
+        self.verdict: Detection | None = None
+        self.name: str | None = None
+        self.name_rule: NameRule | None = None
+        self.closing = False
+        self.key: Any = None
+        self.rkey: Any = None
+        self.dns_tools: set[str] | None = None
+        self.events = 0
+
+    def stop_inspecting(self) -> None:
+        """Drop the buffers: from now on the flow is only counted."""
+        self.inspecting = False
+        self.streams = [bytearray(), bytearray()]
+        self.segments = [[], []]
+        self.pending = [{}, {}]
+        self.candidates = []
+
+    def add_tcp_payload(self, d: int, seq: int, payload: bytes) -> bool:
+        """Put a segment's bytes in order into direction ``d``; True if bytes were added."""
+        nxt = self.next_seq[d]
+        if nxt is None:
+            nxt = seq  # capture began mid-connection: start where we are
+        added = False
+        diff = (seq - nxt) % SEQ_MOD
+        if diff == 0:
+            self._append(d, payload)
+            nxt = (nxt + len(payload)) % SEQ_MOD
+            added = True
+        elif diff < SEQ_HALF:
+            pend = self.pending[d]
+            if len(pend) < MAX_PENDING_SEGMENTS:
+                pend[seq] = payload
+            self.next_seq[d] = nxt
+            return False
+        else:
+            # Starts before what we have: a retransmission, maybe carrying new bytes.
+            overlap = (nxt - seq) % SEQ_MOD
+            if overlap < len(payload):
+                self._append(d, payload[overlap:])
+                nxt = (nxt + len(payload) - overlap) % SEQ_MOD
+                added = True
+        pend = self.pending[d]
+        while pend:
+            progressed = False
+            for s in list(pend):
+                if (s - nxt) % SEQ_MOD >= SEQ_HALF or s == nxt:  # at or before the gap
+                    seg = pend.pop(s)
+                    overlap = (nxt - s) % SEQ_MOD
+                    if overlap < len(seg):
+                        self._append(d, seg[overlap:])
+                        nxt = (nxt + len(seg) - overlap) % SEQ_MOD
+                        added = True
+                    progressed = True
+            if not progressed:
+                break
+        self.next_seq[d] = nxt
+        return added
+
+    def _append(self, d: int, data: bytes) -> None:
+        s = self.streams[d]
+        room = INSPECT_BYTES - len(s)
+        if room > 0:
+            s += data[:room]
+        self.segments[d].append(data[:INSPECT_BYTES])
+
+    def add_datagram(self, d: int, payload: bytes) -> None:
+        self._append(d, payload)

@@ -1,0 +1,128 @@
+"""DNS answers and the name cache: which name a household device looked up for an address.
+
+A later connection to that address carries the name as evidence, as Zeek's DNS-to-conn
+correlation does. Message layout per RFC 1035 §4.1 (with §4.1.4 compression); AAAA per
+RFC 3596.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import OrderedDict
+
+TYPE_A, TYPE_CNAME, TYPE_AAAA = 1, 5, 28
+# Pi-hole ships dnsmasq with cache-size=10000; a home network's working set of names fits.
+NAME_CACHE_SIZE = 10000
+# Answers with a TTL of seconds (CDNs) are still followed by their connection a moment later;
+# dnsmasq's min-cache-ttl is the same idea. A day bounds what a stale answer can claim.
+MIN_TTL = 60
+MAX_TTL = 86400
+MAX_POINTERS = 16  # compression pointers followed per name (loops end here)
+MAX_ANSWERS = 64
+
+_hdr = struct.Struct("!HHHHHH").unpack_from
+_rr = struct.Struct("!HHIH").unpack_from
+
+
+class DnsError(ValueError):
+    pass
+
+
+def read_name(msg: bytes, pos: int) -> tuple[str, int]:
+    """Decode a (possibly compressed) name at ``pos``; return it and the position after it."""
+    labels: list[str] = []
+    end = -1
+    jumps = 0
+    total = 0
+    while True:
+        if pos >= len(msg):
+            raise DnsError("name runs past the message")
+        ln = msg[pos]
+        if ln == 0:
+            pos += 1
+            break
+        if ln & 0xC0 == 0xC0:
+            if pos + 1 >= len(msg):
+                raise DnsError("cut compression pointer")
+            if end < 0:
+                end = pos + 2
+            jumps += 1
+            if jumps > MAX_POINTERS:
+                raise DnsError("compression loop")
+            pos = ((ln & 0x3F) << 8) | msg[pos + 1]
+            continue
+        if ln & 0xC0:
+            raise DnsError("unknown label type")
+        label = msg[pos + 1:pos + 1 + ln]
+        if len(label) < ln:
+            raise DnsError("label runs past the message")
+        total += ln + 1
+        if total > 255:
+            raise DnsError("name longer than 255 bytes")
+        labels.append(label.decode("ascii", "replace").lower())
+        pos += 1 + ln
+    return ".".join(labels), (end if end >= 0 else pos)
+
+
+def parse_response(msg: bytes) -> tuple[str, list[tuple[bytes, int]], list[str]] | None:
+    """(query name, [(address bytes, ttl)], [every name in the answer chain]) for a
+    response; None for a query or a message without a question. Raises DnsError when bad."""
+    if len(msg) < 12:
+        raise DnsError("shorter than a DNS header")
+    _id, flags, qd, an, _ns, _ar = _hdr(msg, 0)
+    if not flags & 0x8000 or qd == 0:
+        return None
+    qname, pos = read_name(msg, 12)
+    pos += 4
+    for _ in range(qd - 1):
+        _n, pos = read_name(msg, pos)
+        pos += 4
+    addrs: list[tuple[bytes, int]] = []
+    chain = [qname]
+    for _ in range(min(an, MAX_ANSWERS)):
+        name, pos = read_name(msg, pos)
+        if pos + 10 > len(msg):
+            raise DnsError("answer record cut short")
+        rtype, _cls, ttl, rdlen = _rr(msg, pos)
+        pos += 10
+        rdata = msg[pos:pos + rdlen]
+        if len(rdata) < rdlen:
+            raise DnsError("answer data cut short")
+        if rtype == TYPE_A and rdlen == 4 or rtype == TYPE_AAAA and rdlen == 16:
+            addrs.append((rdata, ttl))
+        elif rtype == TYPE_CNAME:
+            target, _p = read_name(msg, pos)
+            chain.append(target)
+        if name not in chain:
+            chain.append(name)
+        pos += rdlen
+    return qname, addrs, chain
+
+
+class NameCache:
+    """address -> (name, expiry), bounded (least recently written goes first), TTL-expired."""
+
+    def __init__(self, size: int = NAME_CACHE_SIZE):
+        self.size = size
+        self._d: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def add(self, addr: bytes, name: str, ttl: int, now: float) -> None:
+        ttl = min(max(ttl, MIN_TTL), MAX_TTL)
+        d = self._d
+        if addr in d:
+            del d[addr]
+        d[addr] = (name, now + ttl)
+        if len(d) > self.size:
+            d.popitem(last=False)
+
+    def lookup(self, addr: bytes, now: float) -> str | None:
+        hit = self._d.get(addr)
+        if hit is None:
+            return None
+        if hit[1] < now:
+            del self._d[addr]
+            return None
+        return hit[0]

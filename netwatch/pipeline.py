@@ -1,0 +1,409 @@
+"""The pipeline: source -> decode -> flows -> recognisers -> detections -> event log.
+
+``netwatch replay`` feeds capture files through it; time is the packets' own, so a replay
+is deterministic. The per-packet path for a flow that is already decided is: decode, find
+the flow, count. Everything else happens only for a flow's first packets.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from . import decode as dec
+from .eventlog import EventLog, iso_timestamp
+from .flows import (INSPECT_PACKETS, MAX_FLOWS, SWEEP_INTERVAL, TIMEOUT_TCP_CLOSED,
+                    TIMEOUT_TCP_ESTABLISHED, TIMEOUT_TCP_NEW, TIMEOUT_UDP, Flow)
+from .names import DnsError, NameCache, parse_response
+from .recognisers import GIVE_UP, Detection, Evidence, Recogniser, load_all
+from .signatures import DETECTING_ROLES, SignatureSet
+from .sources.capture import ReadStats, open_capture
+
+DNS_PORT = 53
+TCP, UDP = dec.PROTO_TCP, dec.PROTO_UDP
+PROTO_NAME = {TCP: "TCP", UDP: "UDP"}
+# Ports below this are services: when a capture starts mid-connection, the side on such a
+# port is taken as the server (IANA's system ports, RFC 6335 §6).
+SYSTEM_PORTS = 1024
+
+
+def ip_text(raw: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+
+
+@dataclass
+class Counters:
+    packets: int = 0
+    bytes: int = 0
+    ip_packets: int = 0
+    malformed: int = 0
+    fragments: int = 0
+    non_ip: int = 0
+    other_l4: int = 0
+    unsupported_link: int = 0
+    flows: int = 0
+    flows_evicted: int = 0
+    max_concurrent_flows: int = 0
+    dns_answers: int = 0
+    dns_malformed: int = 0
+    events: int = 0
+    files: int = 0
+    files_unreadable: int = 0
+    files_truncated: int = 0
+
+
+@dataclass
+class Finding:
+    """The latest verdict on a flow, for the human summary."""
+
+    flow_id: int
+    first_seen: float
+    ts: float
+    proto: str
+    client: str
+    client_port: int
+    server: str
+    server_port: int
+    detection: Detection
+    pcap: str | None
+    name: str | None = None
+    bytes_toserver: int = 0
+    bytes_toclient: int = 0
+
+
+@dataclass
+class Result:
+    counters: Counters
+    findings: list[Finding] = field(default_factory=list)
+
+
+class Pipeline:
+    def __init__(self, signatures: SignatureSet, log: EventLog,
+                 recognisers: Iterable[str] | None = None):
+        self.sigs = signatures
+        self.log = log
+        registry = load_all()
+        names = list(recognisers) if recognisers is not None else list(registry)
+        self.recognisers: list[Recogniser] = [registry[n](signatures) for n in names]
+        self.by_proto = {p: [r for r in self.recognisers if p in r.protos] for p in (TCP, UDP)}
+        self.flows: dict[Any, tuple[Flow, int]] = {}
+        self.names = NameCache()
+        self.c = Counters()
+        self.findings: dict[int, Finding] = {}
+        self.pcap_name: str | None = None
+        self._next_id = 1
+        self._next_sweep = 0.0
+        self.now = 0.0
+
+    # ------------------------------------------------------------------ sources
+
+    def feed_file(self, path: str, stats: ReadStats) -> None:
+        """Replay one capture file (raises CaptureError before any packet if unreadable)."""
+        frames = open_capture(path, stats)
+        self.pcap_name = path
+        self.c.files += 1
+        self.feed(frames)
+        # Each file is its own stretch of time: its flows end with it.
+        self.end_flows()
+        self._next_sweep = 0.0
+        if stats.truncated:
+            self.c.files_truncated += 1
+
+    def feed(self, frames: Iterable[tuple[float, int, bytes]]) -> None:
+        c = self.c
+        decode = dec.decode_frame
+        flows = self.flows
+        packet = self._packet
+        for ts, linktype, frame in frames:
+            c.packets += 1
+            c.bytes += len(frame)
+            p = decode(linktype, frame)
+            if type(p) is int:
+                self._count_undecoded(p)
+                continue
+            c.ip_packets += 1
+            proto, sip, dip, sport, dport, flags, seq, payload = p  # type: ignore[misc]
+            hit = flows.get((proto, sip, sport, dip, dport))
+            if hit is not None:
+                f, d = hit
+                if (not f.inspecting and f.dns_tools is None and not flags & 0x07
+                        and ts < self._next_sweep):
+                    # Fast path: a decided flow and a packet that changes nothing: count it.
+                    f.pkts[d] += 1
+                    f.bytes[d] += len(payload)
+                    f.last_ts = ts
+                    continue
+            packet(ts, proto, sip, dip, sport, dport, flags, seq, payload, len(frame), hit)
+
+    def _count_undecoded(self, code: int) -> None:
+        c = self.c
+        if code == dec.MALFORMED:
+            c.malformed += 1
+        elif code == dec.FRAGMENT:
+            c.fragments += 1
+        elif code == dec.OTHER_L4:
+            c.other_l4 += 1
+        elif code == dec.UNSUPPORTED_LINK:
+            c.unsupported_link += 1
+        else:
+            c.non_ip += 1
+
+    # ------------------------------------------------------------------ flows
+
+    def _packet(self, ts: float, proto: int, sip: bytes, dip: bytes, sport: int, dport: int,
+                flags: int, seq: int, payload: bytes, size: int,
+                hit: tuple[Flow, int] | None) -> None:
+        self.now = ts
+        if ts >= self._next_sweep:
+            self._sweep(ts)
+        if hit is not None:
+            f, d = hit
+            if proto == TCP and f.closing and flags & 0x12 == dec.TCP_SYN and d == 0:
+                # A new connection on the same ports after the old one closed.
+                self._finish(f)
+                hit = None
+        if hit is None:
+            f, d = self._new_flow(ts, proto, sip, dip, sport, dport, flags, payload)
+        f.pkts[d] += 1
+        f.bytes[d] += len(payload)
+        f.last_ts = ts
+        if proto == TCP:
+            if flags & dec.TCP_SYN:
+                if d == 0 and not flags & dec.TCP_ACK:
+                    f.client_syn = True
+                elif d == 1 and flags & dec.TCP_ACK:
+                    f.server_synack = True
+                if f.inspecting:
+                    f.next_seq[d] = (seq + 1) % (1 << 32)
+            if flags & dec.TCP_RST:
+                f.rst = True
+                f.closing = True
+            elif flags & dec.TCP_FIN:
+                f.fins += 1
+                if f.fins >= 2:
+                    f.closing = True
+        if not payload:
+            return
+        f.payload_pkts += 1
+        if f.dns_tools is not None:
+            self._dns(f, d, payload, ts)
+            return
+        if not f.inspecting:
+            return
+        if proto == TCP:
+            if not f.add_tcp_payload(d, seq, payload):
+                return
+        else:
+            f.add_datagram(d, payload)
+        if f.name_rule is not None and f.verdict is None:
+            self._detect(f, Detection(f.name_rule.tool, f.name_rule.role, "medium",
+                                      [self._name_evidence(f)]), ts)
+        self._inspect(f, ts)
+        if f.inspecting and f.payload_pkts >= INSPECT_PACKETS:
+            f.stop_inspecting()
+
+    def _new_flow(self, ts: float, proto: int, sip: bytes, dip: bytes, sport: int, dport: int,
+                  flags: int, payload: bytes) -> tuple[Flow, int]:
+        # Who opened it: the SYN sender; a SYN-ACK means we missed the SYN; mid-connection or
+        # UDP, a system port marks the server.
+        swap = False
+        if proto == TCP:
+            if flags & dec.TCP_SYN:
+                swap = bool(flags & dec.TCP_ACK)
+            else:
+                swap = sport < dport
+        else:
+            swap = sport < SYSTEM_PORTS <= dport
+        if swap:
+            cip, cport, srv, sport_ = dip, dport, sip, sport
+        else:
+            cip, cport, srv, sport_ = sip, sport, dip, dport
+        f = Flow(self._next_id, proto, cip, cport, srv, sport_, ts)
+        self._next_id += 1
+        f.key = (proto, cip, cport, srv, sport_)
+        f.rkey = (proto, srv, sport_, cip, cport)
+        self.flows[f.key] = (f, 0)
+        self.flows[f.rkey] = (f, 1)
+        c = self.c
+        c.flows += 1
+        live = len(self.flows) // 2
+        if live > c.max_concurrent_flows:
+            c.max_concurrent_flows = live
+        if live > MAX_FLOWS:
+            self._evict_oldest()
+        if proto == UDP and DNS_PORT in (sport_, cport):
+            f.dns_tools = set()
+            f.stop_inspecting()
+            return f, (1 if swap else 0)
+        f.candidates = list(self.by_proto[proto])
+        name = self.names.lookup(srv, ts)
+        if name is not None:
+            f.name = name
+            rule = self.sigs.match_name(name, "dns")
+            if rule is not None and rule.role in DETECTING_ROLES:
+                f.name_rule = rule
+        return f, (1 if swap else 0)
+
+    def _inspect(self, f: Flow, ts: float) -> None:
+        keep = []
+        best: Detection | None = None
+        for r in f.candidates:
+            res = r.inspect(f)
+            if res is GIVE_UP:
+                continue
+            keep.append(r)
+            if isinstance(res, Detection) and (best is None or res.outranks(best)):
+                best = res
+        f.candidates = keep
+        if best is not None:
+            self._detect(f, best, ts)
+            if best.confidence == "high":
+                f.stop_inspecting()
+                return
+        if not keep:
+            f.stop_inspecting()
+
+    def _name_evidence(self, f: Flow) -> Evidence:
+        rule = f.name_rule
+        assert rule is not None
+        return Evidence("dns", f.name or "", f"the address was looked up as this name "
+                                             f"(pattern {rule.pattern})")
+
+    def _detect(self, f: Flow, det: Detection, ts: float) -> None:
+        if f.name_rule is not None and det.tool == f.name_rule.tool and all(
+                e.kind != "dns" for e in det.evidence):
+            det.evidence.append(self._name_evidence(f))
+        if not det.outranks(f.verdict):
+            return
+        f.verdict = det
+        self._emit_detection(f, det, ts)
+
+    def _emit_detection(self, f: Flow, det: Detection, ts: float) -> None:
+        client, server = ip_text(f.client_ip), ip_text(f.server_ip)
+        ev = {
+            "timestamp": iso_timestamp(ts),
+            "event_type": "remote_access",
+            "flow_id": f.id,
+            "src_ip": client,
+            "src_port": f.client_port,
+            "dest_ip": server,
+            "dest_port": f.server_port,
+            "proto": PROTO_NAME[f.proto],
+        }
+        if self.pcap_name is not None:
+            ev["pcap_filename"] = self.pcap_name
+        ev["remote_access"] = {
+            "tool": det.tool,
+            "role": det.role,
+            "confidence": det.confidence,
+            "evidence": [e.as_dict() for e in det.evidence],
+            "signature": self.sigs.ref(det.tool),
+        }
+        self.log.write(ev)
+        self.c.events += 1
+        f.events += 1
+        fnd = self.findings.get(f.id)
+        if fnd is None:
+            self.findings[f.id] = Finding(f.id, ts, ts, PROTO_NAME[f.proto], client,
+                                          f.client_port, server, f.server_port, det,
+                                          self.pcap_name, f.name)
+        else:
+            fnd.detection = det
+            fnd.ts = ts
+
+    # ------------------------------------------------------------------ DNS
+
+    def _dns(self, f: Flow, d: int, payload: bytes, ts: float) -> None:
+        try:
+            parsed = parse_response(payload)
+        except DnsError:
+            self.c.dns_malformed += 1
+            return
+        if parsed is None:
+            return
+        qname, addrs, chain = parsed
+        self.c.dns_answers += 1
+        for addr, ttl in addrs:
+            self.names.add(addr, qname, ttl, ts)
+        for name in chain:
+            rule = self.sigs.match_name(name, "dns")
+            if rule is None or rule.role not in DETECTING_ROLES:
+                continue
+            assert f.dns_tools is not None
+            if rule.tool in f.dns_tools:
+                return
+            f.dns_tools.add(rule.tool)
+            det = Detection(rule.tool, "dns", "high",
+                            [Evidence("dns", name, f"pattern {rule.pattern} ({rule.role})")])
+            f.verdict = None
+            self._detect(f, det, ts)
+            return
+
+    # ------------------------------------------------------------------ ending flows
+
+    def _sweep(self, now: float) -> None:
+        self._next_sweep = now + SWEEP_INTERVAL
+        expired = []
+        for key, (f, d) in self.flows.items():
+            if d:
+                continue
+            idle = now - f.last_ts
+            if f.proto == UDP:
+                limit = TIMEOUT_UDP
+            elif f.closing:
+                limit = TIMEOUT_TCP_CLOSED
+            elif f.payload_pkts == 0:
+                limit = TIMEOUT_TCP_NEW
+            else:
+                limit = TIMEOUT_TCP_ESTABLISHED
+            if idle > limit:
+                expired.append(f)
+        for f in expired:
+            self._finish(f)
+
+    def _evict_oldest(self) -> None:
+        for _key, (f, _d) in self.flows.items():
+            self.c.flows_evicted += 1
+            self._finish(f)
+            return
+
+    def _finish(self, f: Flow) -> None:
+        """A flow ends (timeout, eviction, end of input): last look, then forget it."""
+        self.flows.pop(f.key, None)
+        self.flows.pop(f.rkey, None)
+        if f.inspecting and f.candidates and f.payload_pkts:
+            f.closing = True
+            self._inspect(f, f.last_ts)
+        if f.verdict is None and f.proto == TCP and f.client_syn and f.payload_pkts == 0:
+            tool = self.sigs.scan_ports.get((TCP, f.server_port))
+            if tool is not None:
+                answer = ("refused (RST)" if f.rst and not f.server_synack else
+                          "accepted (SYN-ACK), then nothing" if f.server_synack else
+                          "no answer")
+                self._detect(f, Detection(tool, "scan", "low", [
+                    Evidence("port", f"tcp/{f.server_port}",
+                             f"SYN with no handshake; {answer}")]), f.last_ts)
+        fnd = self.findings.get(f.id)
+        if fnd is not None:
+            fnd.bytes_toserver, fnd.bytes_toclient = f.bytes[0], f.bytes[1]
+
+    def end_flows(self) -> None:
+        """Finish every flow, in the order they began."""
+        for _key, (f, d) in list(self.flows.items()):
+            if d == 0:
+                self._finish(f)
+
+    def finish(self) -> Result:
+        """End of input."""
+        self.end_flows()
+        self.log.flush()
+        return Result(self.c, sorted(self.findings.values(), key=lambda x: x.flow_id))
+
+    def stats_event(self) -> dict[str, Any]:
+        c = self.c
+        return {
+            "timestamp": iso_timestamp(self.now),
+            "event_type": "stats",
+            "stats": {k: getattr(c, k) for k in c.__dataclass_fields__},
+        }

@@ -1,0 +1,206 @@
+"""Capture files: classic pcap and pcapng, read with struct on the hot path.
+
+A capture yields ``(timestamp, linktype, frame)`` tuples. pcapng files may hold several
+interfaces with different link types and timestamp resolutions; each Enhanced Packet Block
+names its interface, so the link type travels with every frame.
+
+Formats: pcap per the tcpdump/libpcap file format (draft-ietf-opsawg-pcap), pcapng per
+draft-ietf-opsawg-pcapng (SHB 0x0A0D0D0A, IDB 1, SPB 3, EPB 6, obsolete PB 2).
+dpkt's pcapng reader keeps only the first interface, which is why this reader exists.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import BinaryIO, Iterator
+
+PCAP_MAGIC_US_LE = b"\xd4\xc3\xb2\xa1"
+PCAP_MAGIC_US_BE = b"\xa1\xb2\xc3\xd4"
+PCAP_MAGIC_NS_LE = b"\x4d\x3c\xb2\xa1"
+PCAP_MAGIC_NS_BE = b"\xa1\xb2\x3c\x4d"
+PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+
+# A frame larger than this is a corrupt length field, not a packet: 256 KiB is the largest
+# snaplen libpcap uses (MAXIMUM_SNAPLEN in pcap-int.h), and tcpdump refuses larger records.
+MAX_RECORD = 262144
+# Reading in large chunks keeps syscalls off the per-packet path.
+READ_CHUNK = 1 << 20
+
+Frame = tuple[float, int, bytes]
+
+
+class CaptureError(Exception):
+    """The file is not a capture this reader understands (or cannot be opened)."""
+
+
+@dataclass
+class ReadStats:
+    """What the reader noticed about a file besides its packets."""
+
+    packets: int = 0
+    truncated: bool = False
+    truncated_detail: str = ""
+    interfaces: list[int] = field(default_factory=list)
+
+
+def open_capture(path: str, stats: ReadStats | None = None) -> Iterator[Frame]:
+    """Open ``path`` and return an iterator over its frames.
+
+    Raises CaptureError at once when the file cannot be read or has no capture header, so
+    a caller can report the file before any packet is processed. A file that ends inside a
+    record is not an error: the iterator stops and ``stats.truncated`` is set.
+    """
+    st = stats if stats is not None else ReadStats()
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed by the generator
+    except OSError as e:
+        raise CaptureError(f"cannot open: {e.strerror or e}") from None
+    try:
+        head = fh.read(24)
+    except OSError as e:
+        fh.close()
+        raise CaptureError(f"cannot read: {e.strerror or e}") from None
+    if len(head) == 0:
+        fh.close()
+        raise CaptureError("empty file")
+    magic = head[:4]
+    if magic in (PCAP_MAGIC_US_LE, PCAP_MAGIC_US_BE, PCAP_MAGIC_NS_LE, PCAP_MAGIC_NS_BE):
+        if len(head) < 24:
+            fh.close()
+            raise CaptureError("pcap header cut short")
+        return _read_pcap(fh, head, st)
+    if magic == PCAPNG_SHB:
+        fh.seek(0)
+        return _read_pcapng(fh, st)
+    fh.close()
+    raise CaptureError("not a pcap or pcapng capture (unknown magic %s)" % magic.hex())
+
+
+def _read_pcap(fh: BinaryIO, head: bytes, st: ReadStats) -> Iterator[Frame]:
+    magic = head[:4]
+    bo = "<" if magic in (PCAP_MAGIC_US_LE, PCAP_MAGIC_NS_LE) else ">"
+    scale = 1e-9 if magic in (PCAP_MAGIC_NS_LE, PCAP_MAGIC_NS_BE) else 1e-6
+    linktype = struct.unpack(bo + "I", head[20:24])[0] & 0x0FFFFFFF  # upper bits: FCS info
+    st.interfaces.append(linktype)
+    rec = struct.Struct(bo + "IIII")
+    unpack_rec = rec.unpack_from
+    buf = b""
+    pos = 0
+    try:
+        while True:
+            if len(buf) - pos < 16:
+                more = fh.read(READ_CHUNK)
+                buf = buf[pos:] + more
+                pos = 0
+                if len(buf) < 16:
+                    if buf:
+                        st.truncated = True
+                        st.truncated_detail = "file ends inside a record header"
+                    return
+            sec, frac, incl, _orig = unpack_rec(buf, pos)
+            if incl > MAX_RECORD:
+                st.truncated = True
+                st.truncated_detail = f"record length {incl} is not plausible; rest of file skipped"
+                return
+            end = pos + 16 + incl
+            if end > len(buf):
+                more = fh.read(max(READ_CHUNK, incl + 16))
+                buf = buf[pos:] + more
+                pos = 0
+                end = 16 + incl
+                if end > len(buf):
+                    st.truncated = True
+                    st.truncated_detail = "last packet cut short"
+                    return
+            st.packets += 1
+            yield sec + frac * scale, linktype, buf[pos + 16:end]
+            pos = end
+    finally:
+        fh.close()
+
+
+def _read_pcapng(fh: BinaryIO, st: ReadStats) -> Iterator[Frame]:
+    data_parts: list[bytes] = []
+    while True:
+        chunk = fh.read(READ_CHUNK)
+        if not chunk:
+            break
+        data_parts.append(chunk)
+    fh.close()
+    data = b"".join(data_parts)
+    return _walk_pcapng(data, st)
+
+
+def _walk_pcapng(data: bytes, st: ReadStats) -> Iterator[Frame]:
+    pos = 0
+    n = len(data)
+    bo = "<"
+    ifaces: list[tuple[int, float]] = []  # (linktype, seconds per timestamp unit)
+    u32 = struct.Struct("<I")
+    while pos < n:
+        if n - pos < 12:
+            st.truncated = True
+            st.truncated_detail = "file ends inside a block header"
+            return
+        btype_raw = data[pos:pos + 4]
+        if btype_raw == PCAPNG_SHB:
+            bom = data[pos + 8:pos + 12]
+            if bom == b"\x4d\x3c\x2b\x1a":
+                bo = "<"
+            elif bom == b"\x1a\x2b\x3c\x4d":
+                bo = ">"
+            else:
+                raise_bad = "section header has no byte-order magic"
+                st.truncated = True
+                st.truncated_detail = raise_bad
+                return
+            u32 = struct.Struct(bo + "I")
+            ifaces = []  # interface ids are per section
+        btype = u32.unpack_from(data, pos)[0]
+        blen = u32.unpack_from(data, pos + 4)[0]
+        if blen < 12 or blen % 4:
+            st.truncated = True
+            st.truncated_detail = f"block of impossible length {blen}; rest of file skipped"
+            return
+        if pos + blen > n:
+            st.truncated = True
+            st.truncated_detail = "last block cut short"
+            return
+        body = pos + 8
+        if btype == 6:  # Enhanced Packet Block
+            iface, ts_hi, ts_lo, incl = struct.unpack_from(bo + "IIII", data, body)
+            if iface < len(ifaces) and incl <= blen:
+                lt, unit = ifaces[iface]
+                st.packets += 1
+                yield ((ts_hi << 32) | ts_lo) * unit, lt, data[body + 20:body + 20 + incl]
+        elif btype == 3:  # Simple Packet Block: no timestamp, interface 0
+            if ifaces:
+                incl = min(u32.unpack_from(data, body)[0], blen - 16)
+                st.packets += 1
+                yield 0.0, ifaces[0][0], data[body + 4:body + 4 + incl]
+        elif btype == 2:  # obsolete Packet Block
+            iface, _drops, ts_hi, ts_lo, incl = struct.unpack_from(bo + "HHIII", data, body)
+            if iface < len(ifaces):
+                lt, unit = ifaces[iface]
+                st.packets += 1
+                yield ((ts_hi << 32) | ts_lo) * unit, lt, data[body + 20:body + 20 + incl]
+        elif btype == 1:  # Interface Description Block
+            lt = struct.unpack_from(bo + "H", data, body)[0]
+            unit = _if_tsresol(data, body + 8, pos + blen - 4, bo)
+            ifaces.append((lt, unit))
+            st.interfaces.append(lt)
+        pos += blen
+
+
+def _if_tsresol(data: bytes, opt: int, end: int, bo: str) -> float:
+    """Seconds per timestamp unit from an IDB's options (if_tsresol, code 9); default 1 µs."""
+    while opt + 4 <= end:
+        code, length = struct.unpack_from(bo + "HH", data, opt)
+        if code == 0:
+            break
+        if code == 9 and length >= 1:
+            v = data[opt + 4]
+            return 2.0 ** -(v & 0x7F) if v & 0x80 else 10.0 ** -v
+        opt += 4 + ((length + 3) & ~3)
+    return 1e-6
