@@ -96,13 +96,16 @@ def parse_connection_confirm(data: bytes | bytearray) -> list[Evidence] | None:
     if tlen != 19 or data[4] != 14 or data[5] & 0xF0 != X224_CC:
         return None
     t = data[11]
-    if t not in (RDP_NEG_RSP, RDP_NEG_FAILURE) or data[13] != NEG_LEN or data[14] != 0:
+    if t not in (RDP_NEG_RSP, RDP_NEG_FAILURE):
         return None
     code = _u32le(data, 15)[0]
+    bad_len = "" if data[13] == NEG_LEN and data[14] == 0 else \
+        f", length field {data[13] | data[14] << 8} where the spec says 8"
     if t == RDP_NEG_RSP:
         return [Evidence("handshake", "X.224 Connection Confirm",
-                         "RDP_NEG_RSP selected: " + _protocols(code))]
-    return [Evidence("handshake", "X.224 Connection Confirm", f"RDP_NEG_FAILURE code {code}")]
+                         "RDP_NEG_RSP selected: " + _protocols(code) + bad_len)]
+    return [Evidence("handshake", "X.224 Connection Confirm",
+                     f"RDP_NEG_FAILURE code {code}{bad_len}")]
 
 
 def parse_rdpeudp_syn(data: bytes) -> Evidence | None:
@@ -115,6 +118,46 @@ def parse_rdpeudp_syn(data: bytes) -> Evidence | None:
     if not (RDPUDP_MIN_MTU <= up <= RDPUDP_MAX_MTU and RDPUDP_MIN_MTU <= down <= RDPUDP_MAX_MTU):
         return None
     return Evidence("handshake", "MS-RDPEUDP SYN", f"MTU {up}/{down}")
+
+
+RDPUDP_FLAG_DATA = 0x0008
+FEC_HEADER_LEN = 8  # snSourceAck u32, uReceiveWindowSize u16, uFlags u16 (2.2.2.1)
+
+
+def parse_rdpeudp_data(data: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """(snSourceAck, snCoded, payload) of an RDPUDP data datagram (2.2.2.1, 2.2.2.7,
+    2.2.2.4), or None. Seen when a capture starts after the SYN exchange."""
+    if len(data) < FEC_HEADER_LEN + 12:
+        return None
+    flags = _u16(data, 6)[0]
+    if flags & (RDPUDP_FLAG_DATA | RDPUDP_FLAG_ACK) != RDPUDP_FLAG_DATA | RDPUDP_FLAG_ACK or \
+            flags & RDPUDP_FLAG_SYN:
+        return None
+    ack_vec = _u16(data, FEC_HEADER_LEN)[0]
+    if ack_vec > 2048:
+        return None
+    src = (FEC_HEADER_LEN + 2 + ack_vec + 3) & ~3  # the ack vector is padded to 4 bytes
+    if len(data) < src + 8:
+        return None
+    return data[0:4], data[src:src + 4], data[src + 8:]
+
+
+def rdpeudp_data_exchange(cseg: list[bytes], sseg: list[bytes]) -> Evidence | None:
+    """Each side acknowledges the other's sequence numbers and carries TLS/DTLS records."""
+    if not cseg or not sseg:
+        return None
+    c = parse_rdpeudp_data(cseg[0])
+    s = parse_rdpeudp_data(sseg[0])
+    if c is None or s is None:
+        return None
+    if s[0] != c[1]:
+        return None
+    tls = any(p[:1] in (b"\x14", b"\x15", b"\x16", b"\x17") and p[1:2] in (b"\x03", b"\xfe")
+              for p in (c[2], s[2]))
+    if not tls:
+        return None
+    return Evidence("handshake", "MS-RDPEUDP data exchange",
+                    "sequence numbers acknowledged both ways, TLS records inside")
 
 
 def rdpeudp_synack_matches(syn: bytes, reply: bytes) -> bool:
@@ -171,7 +214,12 @@ class RdpRecogniser(Recogniser):
         syn = cseg[0]
         ev = parse_rdpeudp_syn(syn)
         if ev is None:
-            return GIVE_UP
+            if parse_rdpeudp_data(syn) is None:
+                return GIVE_UP
+            data_ev = rdpeudp_data_exchange(cseg, sseg)
+            if data_ev is not None:
+                return Detection("rdp", "session", "high", [data_ev])
+            return GIVE_UP if sseg else None
         if sseg and rdpeudp_synack_matches(syn, sseg[0]):
             return Detection("rdp", "session", "high",
                              [ev, Evidence("handshake", "MS-RDPEUDP SYN+ACK")])
