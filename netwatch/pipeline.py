@@ -21,6 +21,7 @@ from .signatures import DETECTING_ROLES, SignatureSet
 from .sources.capture import ReadStats, open_capture
 
 DNS_PORT = 53
+SERVER_ROLES = ("relay", "rendezvous")
 TCP, UDP = dec.PROTO_TCP, dec.PROTO_UDP
 PROTO_NAME = {TCP: "TCP", UDP: "UDP"}
 # Ports below this are services: when a capture starts mid-connection, the side on such a
@@ -271,9 +272,13 @@ class Pipeline:
                                              f"(pattern {rule.pattern})")
 
     def _detect(self, f: Flow, det: Detection, ts: float) -> None:
-        if f.name_rule is not None and det.tool == f.name_rule.tool and all(
-                e.kind != "dns" for e in det.evidence):
-            det.evidence.append(self._name_evidence(f))
+        rule = f.name_rule
+        if rule is not None and det.tool == rule.tool:
+            if all(e.kind != "dns" for e in det.evidence):
+                det.evidence.append(self._name_evidence(f))
+            # The name says which server this is (ID server or relay); bytes alone cannot.
+            if det.role in SERVER_ROLES and rule.role in SERVER_ROLES:
+                det.role = rule.role
         if not det.outranks(f.verdict):
             return
         f.verdict = det

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from .addresses import ip_bytes, is_lan_address
 from .pipeline import Finding, Result
 
 ROLE_WORDS = {
@@ -16,6 +17,13 @@ ROLE_WORDS = {
     "scan": "connection attempt with no handshake",
     "unknown": "contact with the tool's servers",
 }
+
+
+def _device(f: Finding) -> str:
+    """The household's side of the connection: the client, unless only the server is local."""
+    if not is_lan_address(ip_bytes(f.client)) and is_lan_address(ip_bytes(f.server)):
+        return f.server
+    return f.client
 
 
 def _when(ts: float) -> str:
@@ -46,16 +54,19 @@ def summary_text(result: Result, captures: tuple[str, ...]) -> str:
         lines.append(f"Remote access found ({len(real)} connection{'s' * (len(real) != 1)}):")
         by_device: dict[str, list[Finding]] = {}
         for f in real:
-            by_device.setdefault(f.client, []).append(f)
+            by_device.setdefault(_device(f), []).append(f)
         for dev, fs in by_device.items():
             tools = sorted({f.detection.tool for f in fs})
             lines.append(f"  device {dev}: {', '.join(tools)}")
             for f in fs:
                 d = f.detection
-                peer = f"{f.server}:{f.server_port}/{f.proto}"
+                if _device(f) == f.client:
+                    peer = f"-> {f.server}:{f.server_port}/{f.proto}"
+                else:
+                    peer = f"<- {f.client} (incoming to port {f.server_port}/{f.proto})"
                 if f.name:
                     peer += f" ({f.name})"
-                lines.append(f"    {_when(f.first_seen)}  {d.tool} {d.role} -> {peer}  "
+                lines.append(f"    {_when(f.first_seen)}  {d.tool} {d.role} {peer}  "
                              f"[{d.confidence}]")
                 lines.append(f"      {ROLE_WORDS.get(d.role, d.role)}; "
                              f"sent {_size(f.bytes_toserver)}, "

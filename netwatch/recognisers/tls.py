@@ -12,6 +12,7 @@ import ipaddress
 import struct
 from dataclasses import dataclass, field
 
+from ..addresses import is_lan_address
 from . import GIVE_UP, Detection, Evidence, FlowView, Recogniser, Result, register
 
 CT_CCS, CT_ALERT, CT_HANDSHAKE, CT_APPDATA = 20, 21, 22, 23
@@ -210,8 +211,7 @@ def certificate_names(der: bytes) -> dict[str, list[str]]:
 
 
 def _is_local(ip: bytes) -> bool:
-    addr = ipaddress.ip_address(ip)
-    return addr.is_private or addr.is_link_local
+    return is_lan_address(ip)
 
 
 @register
