@@ -268,8 +268,8 @@ class TlsRecogniser(Recogniser):
                                   Evidence("payload", "TLS records", "no name in the flow")])
         if not client.client_hello and not server.is_tls:
             return None
-        if client.sni and not client.alpn:
-            return GIVE_UP  # a named server no signature knows: ordinary web traffic
+        if client.sni:
+            return GIVE_UP  # a named server no signature claims: ordinary web traffic
         if (server.complete or len(stc) >= MAX_FLIGHT) and (client.complete or not cts):
             return GIVE_UP
         return None
