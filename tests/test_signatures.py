@@ -1,0 +1,93 @@
+"""Signature files: validation names file, line and field; the CLI lists and checks them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from netwatch.recognisers import load_all
+from netwatch.signatures import DEFAULT_DIR, SignatureError, load_dir, load_file
+
+GOOD = '''id = "demo"
+name = "Demo"
+version = 1
+recognisers = []
+
+[sources]
+1 = "https://example.org"
+
+[[names]]
+pattern = "relay*.demo.example"
+role = "relay"
+source = 1
+'''
+
+
+def write(tmp_path: Path, text: str, name: str = "demo.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_shipped_signatures_load() -> None:
+    sigs = load_dir(DEFAULT_DIR, load_all())
+    assert {"rdp", "vnc", "teamviewer", "anydesk"} <= set(sigs.by_tool)
+
+
+def test_good_file_loads(tmp_path: Path) -> None:
+    sig = load_file(str(write(tmp_path, GOOD)))
+    assert sig.names[0].regex.match("relay12.demo.example")
+    assert not sig.names[0].regex.match("relay12.demo.example.evil.org")
+
+
+def test_bad_role_names_file_line_and_field(tmp_path: Path) -> None:
+    p = write(tmp_path, GOOD.replace('role = "relay"', 'role = "boss"'))
+    with pytest.raises(SignatureError) as ei:
+        load_file(str(p))
+    assert ei.value.problems == [f"{p}:11: names[0].role: 'boss' is not one of "
+                                 "session, relay, rendezvous, download, dns, scan, unknown, web"]
+
+
+def test_missing_field_and_unknown_field(tmp_path: Path) -> None:
+    p = write(tmp_path, GOOD.replace('pattern = "relay*.demo.example"\n', 'patern = "x"\n'))
+    with pytest.raises(SignatureError) as ei:
+        load_file(str(p))
+    text = str(ei.value)
+    assert f"{p}:10: names[0].patern: unknown field" in text
+    assert f"{p}:9: names[0].pattern: missing (required)" in text
+
+
+def test_toml_syntax_error_has_line(tmp_path: Path) -> None:
+    p = write(tmp_path, GOOD + "\n[[names]\n")
+    with pytest.raises(SignatureError) as ei:
+        load_file(str(p))
+    assert str(ei.value).startswith(f"{p}:14: TOML syntax")
+
+
+def test_id_must_match_file_name(tmp_path: Path) -> None:
+    p = write(tmp_path, GOOD, name="other.toml")
+    with pytest.raises(SignatureError, match="must equal the file name"):
+        load_file(str(p))
+
+
+def test_unknown_recogniser_is_refused(tmp_path: Path) -> None:
+    p = write(tmp_path, GOOD.replace("recognisers = []", 'recognisers = ["nope"]'))
+    with pytest.raises(SignatureError, match="no recogniser named 'nope'"):
+        load_file(str(p), load_all())
+
+
+def test_cli_check_and_list(tmp_path: Path) -> None:
+    run = [sys.executable, "-m", "netwatch", "signatures"]
+    ok = subprocess.run(run + ["check"], capture_output=True, text=True)
+    assert ok.returncode == 0 and "signature files OK" in ok.stdout
+    bad = write(tmp_path, GOOD.replace("version = 1", 'version = "one"'))
+    fail = subprocess.run(run + ["check", str(bad)], capture_output=True, text=True)
+    assert fail.returncode == 1
+    assert f"{bad}:3: version: must be int, got str" in fail.stderr
+    lst = subprocess.run(run + ["list"], capture_output=True, text=True)
+    assert lst.returncode == 0
+    anydesk = [ln for ln in lst.stdout.splitlines() if ln.startswith("anydesk")]
+    assert anydesk and "high" in anydesk[0] and "certificate" in anydesk[0]
