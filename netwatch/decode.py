@@ -9,7 +9,6 @@ the caller.
 from __future__ import annotations
 
 import struct
-from typing import Union
 
 # Link types, from the tcpdump.org LINKTYPE_ registry.
 LINKTYPE_NULL = 0  # BSD loopback: 4-byte address family in the capturing host's byte order
@@ -66,7 +65,7 @@ UNSUPPORTED_LINK = 4
 
 # (proto, src_ip, dst_ip, src_port, dst_port, tcp_flags, tcp_seq, payload)
 Packet = tuple[int, bytes, bytes, int, int, int, int, bytes]
-Decoded = Union[Packet, int]
+Decoded = Packet | int
 
 _u16 = struct.Struct("!H").unpack_from
 _u32 = struct.Struct("!I").unpack_from

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import IO, Any
 
 # Events are kept in memory and written this many at a time (and always at close), so the
@@ -18,8 +18,9 @@ BATCH_EVENTS = 256
 
 
 def iso_timestamp(ts: float) -> str:
-    """Packet time as ISO 8601 with microseconds and offset, e.g. 2024-03-05T14:02:11.123456+00:00."""
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="microseconds")
+    """Packet time as ISO 8601 with microseconds and offset:
+    2024-03-05T14:02:11.123456+00:00."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")
 
 
 class EventLog:

@@ -8,13 +8,22 @@ the flow, count. Everything else happens only for a flow's first packets.
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from . import decode as dec
 from .eventlog import EventLog, iso_timestamp
-from .flows import (INSPECT_PACKETS, MAX_FLOWS, SWEEP_INTERVAL, TIMEOUT_TCP_CLOSED,
-                    TIMEOUT_TCP_ESTABLISHED, TIMEOUT_TCP_NEW, TIMEOUT_UDP, Flow)
+from .flows import (
+    INSPECT_PACKETS,
+    MAX_FLOWS,
+    SWEEP_INTERVAL,
+    TIMEOUT_TCP_CLOSED,
+    TIMEOUT_TCP_ESTABLISHED,
+    TIMEOUT_TCP_NEW,
+    TIMEOUT_UDP,
+    Flow,
+)
 from .names import DnsError, NameCache, parse_response
 from .recognisers import GIVE_UP, Detection, Evidence, Recogniser, load_all
 from .signatures import DETECTING_ROLES, SignatureSet
@@ -350,7 +359,7 @@ class Pipeline:
     def _sweep(self, now: float) -> None:
         self._next_sweep = now + SWEEP_INTERVAL
         expired = []
-        for key, (f, d) in self.flows.items():
+        for _key, (f, d) in self.flows.items():
             if d:
                 continue
             idle = now - f.last_ts

@@ -12,8 +12,9 @@ import ipaddress
 import os
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 ROLES = ("session", "relay", "rendezvous", "download", "dns", "scan", "unknown", "web")
 # Roles a name may have that make a detection. "web" marks a vendor's own website or API: it

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import jsonschema
-import pytest
 
 from conftest import CORPUS, RECORDED, SYNTHETIC, needs_corpus, read_tsv, replay
 

@@ -28,7 +28,7 @@ class View:
     segments: list = field(default_factory=lambda: [[], []])
     closing: bool = False
 
-    def send(self, d: int, data: bytes) -> "View":
+    def send(self, d: int, data: bytes) -> View:
         self.streams[d] += data
         self.segments[d].append(data)
         return self
@@ -48,7 +48,8 @@ def rdp() -> RdpRecogniser:
 
 
 def test_rdp_request_with_cookie_is_a_session() -> None:
-    v = View(server_port=3389).send(0, x224_cr(b"Cookie: mstshash=grandma\r\n" + NEG_REQ_TLS_CREDSSP))
+    cr = x224_cr(b"Cookie: mstshash=grandma\r\n" + NEG_REQ_TLS_CREDSSP)
+    v = View(server_port=3389).send(0, cr)
     det = rdp().inspect(v)
     assert isinstance(det, Detection)
     assert (det.tool, det.role, det.confidence) == ("rdp", "session", "high")

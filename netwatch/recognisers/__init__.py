@@ -8,8 +8,9 @@ is still a candidate for. It answers with a ``Detection``, ``None`` (not yet), o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Protocol, Union
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from ..signatures import SignatureSet
@@ -37,7 +38,7 @@ class Detection:
     confidence: str
     evidence: list[Evidence] = field(default_factory=list)
 
-    def outranks(self, other: "Detection | None") -> bool:
+    def outranks(self, other: Detection | None) -> bool:
         """True when this detection says more than ``other`` and deserves a new event."""
         if other is None:
             return True
@@ -66,7 +67,7 @@ class _Giveup:
 
 
 GIVE_UP = _Giveup()
-Result = Union[Detection, None, _Giveup]
+Result = Detection | None | _Giveup
 
 
 class Recogniser:
@@ -75,7 +76,7 @@ class Recogniser:
     name = ""
     protos: tuple[int, ...] = (6,)
 
-    def __init__(self, signatures: "SignatureSet"):
+    def __init__(self, signatures: SignatureSet):
         self.signatures = signatures
 
     def inspect(self, flow: FlowView) -> Result:  # pragma: no cover - interface

@@ -97,7 +97,7 @@ def _parse_handshakes(hs: bytes, info: TlsInfo) -> None:
 
 def _client_hello(b: bytes, info: TlsInfo) -> None:
     try:
-        info.version = "%d.%d" % (b[0], b[1])
+        info.version = f"{b[0]}.{b[1]}"
         p = 34
         p += 1 + b[p]  # session id
         p += 2 + _u16(b, p)[0]  # cipher suites
@@ -192,7 +192,7 @@ def certificate_names(der: bytes) -> dict[str, list[str]]:
                     out["CN"].append(val)
                 elif oid == OID_O:
                     out["O"].append(val)
-        for t, es, ee in fields[i + 6:]:
+        for t, es, _ee in fields[i + 6:]:
             if t != 0xA3:
                 continue
             _t2, s2, e2 = _tlv(der, es)  # Extensions SEQUENCE

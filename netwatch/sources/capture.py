@@ -12,8 +12,9 @@ dpkt's pcapng reader keeps only the first interface, which is why this reader ex
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 PCAP_MAGIC_US_LE = b"\xd4\xc3\xb2\xa1"
 PCAP_MAGIC_US_BE = b"\xa1\xb2\xc3\xd4"
@@ -74,7 +75,7 @@ def open_capture(path: str, stats: ReadStats | None = None) -> Iterator[Frame]:
         fh.seek(0)
         return _read_pcapng(fh, st)
     fh.close()
-    raise CaptureError("not a pcap or pcapng capture (unknown magic %s)" % magic.hex())
+    raise CaptureError(f"not a pcap or pcapng capture (unknown magic {magic.hex()})")
 
 
 def _read_pcap(fh: BinaryIO, head: bytes, st: ReadStats) -> Iterator[Frame]:

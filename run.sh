@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# One entry point for a fresh Debian machine:
+#   bash run.sh demo   install netwatch in .venv and replay the bundled demo capture
+#   bash run.sh test   install netwatch, its test tools and tshark, then run every test
+# Installs with apt-get (as root, or through sudo) and pip into .venv; safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "run.sh: need root (or sudo) to run: $*" >&2; return 1; fi
+}
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+      || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "run.sh: installing ${missing[*]} with apt-get" >&2
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+venv() {
+  if ! python3 -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+    apt_install python3
+  fi
+  if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv 2>/dev/null || { apt_install python3-venv; rm -rf .venv; python3 -m venv .venv; }
+  fi
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e ".$1"
+}
+
+case "${1:-}" in
+  demo)
+    venv ""
+    exec .venv/bin/netwatch replay tests/pcaps/synthetic/demo-anydesk-scam.pcap
+    ;;
+  test)
+    # tshark is the oracle the decoding tests compare against.
+    apt_install tshark
+    venv "[test]"
+    .venv/bin/ruff check netwatch tests --exclude tests/pcaps
+    .venv/bin/netwatch signatures check
+    exec .venv/bin/python -m pytest -q -p no:cacheprovider tests
+    ;;
+  *)
+    echo "usage: bash run.sh demo|test" >&2
+    exit 64
+    ;;
+esac
