@@ -32,8 +32,12 @@ def _when(ts: float) -> str:
 
 def _how(f: Finding) -> str:
     parts = []
+    seen = set()
     for e in f.detection.evidence:
-        parts.append(f"{e.value} ({e.detail})" if e.detail else e.value)
+        if e.value in seen:
+            continue  # the same name seen twice (SNI and DNS) is said once
+        seen.add(e.value)
+        parts.append(f"{e.kind} {e.value} ({e.detail})" if e.detail else f"{e.kind} {e.value}")
     return "; ".join(parts)
 
 
