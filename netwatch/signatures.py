@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import sys
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -25,8 +26,18 @@ PREVALENCE = ("high", "medium", "low", "unknown")
 PROTOS = ("tcp", "udp")
 TOOL_ID = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
-DEFAULT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "signatures")
+
+
+def _default_dir() -> str:
+    """The source tree's ``signatures/``, else the copy a wheel installs under share/."""
+    here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "signatures")
+    if os.path.isdir(here):
+        return here
+    return os.path.join(sys.prefix, "share", "netwatch", "signatures")
+
+
+DEFAULT_DIR = _default_dir()
 
 
 class SignatureError(Exception):
