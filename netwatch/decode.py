@@ -37,6 +37,9 @@ SUPPORTED_LINKTYPES = {
 
 ETH_IPV4 = 0x0800
 ETH_IPV6 = 0x86DD
+ETH_PPPOE_SESSION = 0x8864  # a router's WAN side (RFC 2516)
+PPP_IPV4 = 0x0021
+PPP_IPV6 = 0x0057
 # 802.1Q, 802.1ad (QinQ) and the pre-standard 0x9100 tag all carry a 4-byte tag before the
 # inner EtherType.
 VLAN_TAGS = (0x8100, 0x88A8, 0x9100)
@@ -92,6 +95,15 @@ def decode_frame(linktype: int, frame: bytes) -> Decoded:
             etype = _u16(frame, off + 2)[0]
             off += 4
             depth += 1
+        if etype == ETH_PPPOE_SESSION:
+            # RFC 2516 §4: 6-byte PPPoE header, then the 2-byte PPP protocol (RFC 1661).
+            if len(frame) < off + 8:
+                return MALFORMED
+            ppp = _u16(frame, off + 6)[0]
+            etype = ETH_IPV4 if ppp == PPP_IPV4 else ETH_IPV6 if ppp == PPP_IPV6 else 0
+            off += 8
+            if not etype:
+                return NOT_IP
     elif linktype == LINKTYPE_LINUX_SLL:
         if len(frame) < 16:
             return MALFORMED

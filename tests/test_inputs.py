@@ -187,3 +187,11 @@ def test_dns_compression_loop_is_refused() -> None:
         assert "loop" in str(e)
     else:
         raise AssertionError("no error")
+
+
+def test_pppoe_session_frames_reach_ip() -> None:
+    ipv4 = _ipv4_tcp(b"hi")
+    pppoe = b"\x11\x00\x00\x01" + len(ipv4 + b"..").to_bytes(2, "big") + b"\x00\x21"
+    frame = b"\x00" * 12 + b"\x81\x00\x00\x0a" + b"\x88\x64" + pppoe + ipv4
+    out = dec.decode_frame(dec.LINKTYPE_ETHERNET, frame)
+    assert isinstance(out, tuple) and out[7] == b"hi"
