@@ -8,7 +8,6 @@ is still a candidate for. It answers with a ``Detection``, ``None`` (not yet), o
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -99,5 +98,3 @@ def load_all() -> dict[str, type[Recogniser]]:
 
     return REGISTRY
 
-
-Factory = Callable[["SignatureSet"], Recogniser]
