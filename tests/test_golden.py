@@ -39,7 +39,7 @@ from conftest import CORPUS, RECORDED, SYNTHETIC, needs_corpus, read_tsv, replay
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UPDATE = os.environ.get("NETWATCH_UPDATE_GOLDEN") == "1"
 
-TOOLS = {"rdp", "vnc", "teamviewer", "anydesk"}
+TOOLS = {"rdp", "vnc", "teamviewer", "anydesk", "citrix", "nomachine", "radmin", "xdmcp", "x11"}
 NEGATIVES = (
     "ndpi_tls_port_80.pcapng",  # TLS on TCP/80, as AnyDesk relays use
     "ndpi_fix.pcap",  # FIX on TCP/4000, NoMachine's port, starting mid-connection

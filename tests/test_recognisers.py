@@ -186,3 +186,147 @@ def test_teamviewer_port_lowers_the_count_but_bytes_are_needed() -> None:
     assert isinstance(p.inspect(v), Detection)
     other = View(server_port=5938).send(0, b"\x16\x03\x01" + bytes(20))
     assert p.inspect(other) is GIVE_UP
+
+
+# ---------------------------------------------------------------- citrix, nomachine, radmin, x11
+
+from netwatch.recognisers.citrix import CitrixRecogniser  # noqa: E402
+from netwatch.recognisers.nomachine import NoMachineRecogniser  # noqa: E402
+from netwatch.recognisers.radmin import RadminRecogniser  # noqa: E402
+from netwatch.recognisers.x11 import X11Recogniser  # noqa: E402
+
+
+def run(cls, view):
+    return cls(signatures()).inspect(view)
+
+
+def test_citrix_ica_preamble_both_ways_is_high():
+    v = View(server_port=1494).send(1, b"\x7f\x7fICA\x00")
+    first = run(CitrixRecogniser, v)
+    assert isinstance(first, Detection) and first.confidence == "medium"
+    v.send(0, b"\x7f\x7fICA\x00")
+    det = run(CitrixRecogniser, v)
+    assert (det.tool, det.role, det.confidence) == ("citrix", "session", "high")
+
+
+def test_citrix_cgp_preamble():
+    det = run(CitrixRecogniser, View(server_port=2598).send(0, b"\x1aCGP/01" + bytes(20)))
+    assert det.tool == "citrix" and det.confidence == "high"
+
+
+def test_citrix_near_misses_give_up():
+    assert run(CitrixRecogniser, View(server_port=1494).send(0, b"\x7f\x7fICA\x01")) is GIVE_UP
+    # the CGP magic in a payload too short to be CGP
+    assert run(CitrixRecogniser, View().send(0, b"\x1aCGP/01").send(1, b"x")) is GIVE_UP
+
+
+def test_nomachine_tcp_hello_exchange():
+    v = View(client_ip=LAN_A, server_ip=LAN_B, server_port=4000)
+    v.send(0, b"NXSH-8.10.1\n")
+    assert run(NoMachineRecogniser, v) is None
+    v.send(1, b"NXD-8.10.1\n")
+    det = run(NoMachineRecogniser, v)
+    assert (det.tool, det.role, det.confidence) == ("nomachine", "session", "high")
+    assert "NXSH-8.10.1" in det.evidence[0].detail
+
+
+def test_nomachine_near_miss_fix_on_port_4000():
+    # FIX messages on NoMachine's port: tag=value fields, no NX hello.
+    v = View(server_port=4000).send(0, b"8=FIX.4.1\x019=0075\x0135=A\x01")
+    assert run(NoMachineRecogniser, v) is GIVE_UP
+
+
+def test_nomachine_hello_without_answer_is_a_scan():
+    v = View(server_port=4000, closing=True).send(0, b"NXSH-8.10.1\n")
+    det = run(NoMachineRecogniser, v)
+    assert det.role == "scan"
+
+
+def nx_udp(kind: int, seq: int) -> bytes:
+    return struct.pack("<BBHHHH", kind, 0, 1, 10, seq, 0)
+
+
+def test_nomachine_udp_framing_needs_three_datagrams():
+    v = View(proto=17, server_port=4000)
+    v.send(0, nx_udp(1, 0)).send(0, nx_udp(1, 1))
+    assert run(NoMachineRecogniser, v) is None
+    v.send(1, nx_udp(2, 0))
+    det = run(NoMachineRecogniser, v)
+    assert det.tool == "nomachine" and det.confidence == "high"
+
+
+def test_nomachine_udp_near_miss_wrong_length_field():
+    v = View(proto=17, server_port=4000)
+    v.send(0, struct.pack("<BBHHHH", 1, 0, 1, 12, 0, 0))
+    assert run(NoMachineRecogniser, v) is GIVE_UP
+
+
+RADMIN_C = bytes.fromhex("01000000010000000808")
+RADMIN_S = bytes.fromhex("010000002500000212080200000a") + bytes(32)
+
+
+def test_radmin_hello_and_answer():
+    v = View(server_port=4899).send(0, RADMIN_C)
+    assert run(RadminRecogniser, v) is None
+    det = run(RadminRecogniser, v.send(1, RADMIN_S))
+    assert (det.tool, det.role, det.confidence) == ("radmin", "session", "high")
+
+
+def test_radmin_channel_messages_both_ways():
+    c = bytes.fromhex("0100000005000002272702000000")
+    s = bytes.fromhex("0100000005000000272700000000")
+    det = run(RadminRecogniser, View(server_port=4899).send(0, c).send(1, s))
+    assert det.tool == "radmin"
+
+
+def test_radmin_near_misses():
+    # the client hello answered by something else; one byte off in the hello
+    assert run(RadminRecogniser, View().send(0, RADMIN_C).send(1, b"HTTP/1.1 400")) is GIVE_UP
+    assert run(RadminRecogniser, View().send(0, RADMIN_C[:-1] + b"\x09")) is GIVE_UP
+    # the channel message one way, the hello answer the other: not a Radmin exchange
+    c = bytes.fromhex("0100000005000002272702000000")
+    assert run(RadminRecogniser, View().send(0, c).send(1, RADMIN_S)) is GIVE_UP
+
+
+def x11_setup(order: bytes = b"l") -> bytes:
+    fmt = "<" if order == b"l" else ">"
+    name, data = b"MIT-MAGIC-COOKIE-1", bytes(16)
+    return (order + b"\x00" + struct.pack(fmt + "HHHHxx", 11, 0, len(name), len(data))
+            + name + b"\x00\x00" + data)
+
+
+def test_x11_setup_and_success_reply():
+    v = View(client_ip=LAN_A, server_ip=LAN_B, server_port=6000).send(0, x11_setup())
+    assert run(X11Recogniser, v) is None
+    det = run(X11Recogniser, v.send(1, b"\x01\x00" + struct.pack("<HH", 11, 0) + bytes(28)))
+    assert (det.tool, det.role, det.confidence) == ("x11", "session", "high")
+    det = run(X11Recogniser, View().send(0, x11_setup(b"B")).send(1, b"\x02" + bytes(7)))
+    assert det.tool == "x11" and "Authenticate" in det.evidence[0].detail
+
+
+def test_x11_near_misses():
+    bad_major = bytearray(x11_setup())
+    bad_major[2] = 10
+    assert run(X11Recogniser, View().send(0, bytes(bad_major))) is GIVE_UP
+    # 'l' then text: a line of an ordinary text protocol starting with l
+    assert run(X11Recogniser, View().send(0, b"login: grandma\r\n")) is GIVE_UP
+
+
+def xdmcp(op: int, body: bytes) -> bytes:
+    return struct.pack("!HHH", 1, op, len(body)) + body
+
+
+def test_xdmcp_query_and_willing():
+    v = View(proto=17, server_port=177).send(0, xdmcp(2, b"\x00"))
+    assert run(X11Recogniser, v) is None
+    det = run(X11Recogniser, v.send(1, xdmcp(5, b"\x00" * 23)))
+    assert (det.tool, det.role, det.confidence) == ("xdmcp", "session", "high")
+
+
+def test_xdmcp_near_misses():
+    # wrong length field; a server opcode from the client; unanswered query is a scan
+    assert run(X11Recogniser, View(proto=17).send(0, struct.pack("!HHH", 1, 2, 5) + b"\x00")) \
+        is GIVE_UP
+    assert run(X11Recogniser, View(proto=17).send(0, xdmcp(5, b"\x00"))) is GIVE_UP
+    det = run(X11Recogniser, View(proto=17, closing=True).send(0, xdmcp(2, b"\x00")))
+    assert det.role == "scan"

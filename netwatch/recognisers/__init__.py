@@ -94,7 +94,7 @@ def register(cls: type[Recogniser]) -> type[Recogniser]:
 
 def load_all() -> dict[str, type[Recogniser]]:
     """Import the built-in recogniser modules (each registers itself) and return them."""
-    from . import payload, rdp, rfb, tls  # noqa: F401
+    from . import citrix, nomachine, payload, radmin, rdp, rfb, tls, x11  # noqa: F401
 
     return REGISTRY
 
