@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .recognisers import Detection, Recogniser
-    from .signatures import NameRule
+    from .signatures import NameMatch
 
 # Deep inspection stops after this many payload packets (both directions together). A TLS 1.2
 # handshake with a certificate chain fits in ~10 (ClientHello, 3-4 segments of ServerHello +
@@ -77,7 +77,7 @@ class Flow:
         self.candidates: list[Recogniser] = []
         self.verdict: Detection | None = None
         self.name: str | None = None
-        self.name_rule: NameRule | None = None
+        self.name_rule: NameMatch | None = None
         self.closing = False
         self.key: Any = None
         self.rkey: Any = None

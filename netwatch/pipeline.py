@@ -207,8 +207,10 @@ class Pipeline:
         else:
             f.add_datagram(d, payload)
         if f.name_rule is not None and f.verdict is None:
-            self._detect(f, Detection(f.name_rule.tool, f.name_rule.role, "medium",
-                                      [self._name_evidence(f)]), ts)
+            m = f.name_rule
+            conf = "low" if m.confidence == "low" else "medium"
+            role = self.sigs.role_on_port(m, f.proto, f.server_port)
+            self._detect(f, Detection(m.tool, role, conf, [self._name_evidence(f)]), ts)
         self._inspect(f, ts)
         if f.inspecting and f.payload_pkts >= INSPECT_PACKETS:
             f.stop_inspecting()
@@ -250,9 +252,9 @@ class Pipeline:
         name = self.names.lookup(srv, ts)
         if name is not None:
             f.name = name
-            rule = self.sigs.match_name(name, "dns")
-            if rule is not None and rule.role in DETECTING_ROLES:
-                f.name_rule = rule
+            m = self.sigs.match_name(name, "dns")
+            if m is not None and m.role in DETECTING_ROLES:
+                f.name_rule = m
         return f, (1 if swap else 0)
 
     def _inspect(self, f: Flow, ts: float) -> None:
@@ -275,10 +277,10 @@ class Pipeline:
             f.stop_inspecting()
 
     def _name_evidence(self, f: Flow) -> Evidence:
-        rule = f.name_rule
-        assert rule is not None
+        m = f.name_rule
+        assert m is not None
         return Evidence("dns", f.name or "", f"the address was looked up as this name "
-                                             f"(pattern {rule.pattern})")
+                                             f"({m.detail()})")
 
     def _detect(self, f: Flow, det: Detection, ts: float) -> None:
         rule = f.name_rule
@@ -286,7 +288,8 @@ class Pipeline:
             if all(e.kind != "dns" for e in det.evidence):
                 det.evidence.append(self._name_evidence(f))
             # The name says which server this is (ID server or relay); bytes alone cannot.
-            if det.role in SERVER_ROLES and rule.role in SERVER_ROLES:
+            if det.role in SERVER_ROLES and rule.role in SERVER_ROLES and not \
+                    self.sigs.port_role(det.tool, f.proto, f.server_port):
                 det.role = rule.role
         if not det.outranks(f.verdict):
             return
@@ -341,15 +344,15 @@ class Pipeline:
         for addr, ttl in addrs:
             self.names.add(addr, qname, ttl, ts)
         for name in chain:
-            rule = self.sigs.match_name(name, "dns")
-            if rule is None or rule.role not in DETECTING_ROLES:
+            m = self.sigs.match_name(name, "dns")
+            if m is None or m.role not in DETECTING_ROLES:
                 continue
             assert f.dns_tools is not None
-            if rule.tool in f.dns_tools:
+            if m.tool in f.dns_tools:
                 return
-            f.dns_tools.add(rule.tool)
-            det = Detection(rule.tool, "dns", "high",
-                            [Evidence("dns", name, f"pattern {rule.pattern} ({rule.role})")])
+            f.dns_tools.add(m.tool)
+            det = Detection(m.tool, "dns", m.confidence,
+                            [Evidence("dns", name, f"{m.detail()} ({m.role})")])
             f.verdict = None
             self._detect(f, det, ts)
             return

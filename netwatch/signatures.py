@@ -23,6 +23,14 @@ ROLES = ("session", "relay", "rendezvous", "download", "dns", "scan", "unknown",
 DETECTING_ROLES = ("session", "relay", "rendezvous", "download", "unknown")
 NAME_EVIDENCE = ("dns", "sni", "certificate", "http_host")
 PREVALENCE = ("high", "medium", "low", "unknown")
+CONFIDENCES = ("high", "medium", "low")
+CURATION = ("curated", "generated")
+# A name whose first label says "download" under a tool's own zone is taken as its download
+# host (download.example-vendor.com), with medium confidence: vendors host installers there.
+DOWNLOAD_LABELS = ("download", "downloads", "dl")
+# What an installer looks like at the end of an HTTP path.
+INSTALLER_SUFFIXES = (".exe", ".msi", ".dmg", ".pkg", ".apk", ".deb", ".rpm", ".appimage",
+                      ".msix", ".run")
 PROTOS = ("tcp", "udp")
 TOOL_ID = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
@@ -56,6 +64,50 @@ class NameRule:
     role: str
     evidence: tuple[str, ...]
     note: str = ""
+    confidence: str = "high"
+    shared_with: tuple[str, ...] = ()
+    generated: bool = False
+
+
+@dataclass(slots=True)
+class NameMatch:
+    """A name matched for one kind of evidence: the rule, what it makes of the name, and the
+    other tools whose rules claim the same name (shared infrastructure)."""
+
+    rule: NameRule
+    role: str
+    confidence: str
+    why: str
+    others: tuple[str, ...] = ()
+
+    @property
+    def tool(self) -> str:
+        return self.rule.tool
+
+    @property
+    def pattern(self) -> str:
+        return self.rule.pattern
+
+    def detail(self) -> str:
+        parts = [f"pattern {self.rule.pattern}"]
+        if self.why:
+            parts.append(self.why)
+        if self.rule.shared_with:
+            parts.append("shared with " + ", ".join(self.rule.shared_with))
+        if self.others:
+            parts.append("also claimed by " + ", ".join(self.others))
+        if self.rule.generated:
+            parts.append("generated low-curation signature")
+        return "; ".join(parts)
+
+
+@dataclass(slots=True)
+class DownloadRule:
+    tool: str
+    host: str
+    regex: re.Pattern[str]
+    paths: tuple[str, ...]  # glob patterns; empty = any path (a dedicated download host)
+    path_regexes: tuple[re.Pattern[str], ...]
 
 
 @dataclass(slots=True)
@@ -93,6 +145,7 @@ class PortHint:
     ports: tuple[int, ...]
     scan: bool
     note: str
+    role: str = ""  # the role a connection to this port has once the tool is known
 
 
 @dataclass(slots=True)
@@ -111,7 +164,11 @@ class Signature:
     alpn_prefixes: list[tuple[str, str]] = field(default_factory=list)  # (prefix, role)
     payloads: list[PayloadRule] = field(default_factory=list)
     networks: list[NetworkRule] = field(default_factory=list)
-    download_hosts: list[str] = field(default_factory=list)
+    downloads: list[DownloadRule] = field(default_factory=list)
+    curation: str = "curated"
+    aliases: tuple[str, ...] = ()
+    category: str = ""
+    notes: str = ""
 
     @property
     def ref(self) -> str:
@@ -121,7 +178,11 @@ class Signature:
         kinds: list[str] = []
         if self.recognisers:
             kinds.append("handshake")
+        if self.downloads and "http_host" not in kinds:
+            kinds.append("http_host")
         for n in self.names:
+            if n.role not in DETECTING_ROLES:
+                continue
             for e in n.evidence:
                 if e not in kinds:
                     kinds.append(e)
@@ -145,6 +206,11 @@ class Signature:
             roles.add(role)
         if self.recognisers:
             roles.add("session")
+        for p in self.ports:
+            if p.role:
+                roles.add(p.role)
+        if self.downloads:
+            roles.add("download")
         if any(p.scan for p in self.ports):
             roles.add("scan")
         if any(n.evidence == ("dns",) or "dns" in n.evidence for n in self.names
@@ -160,6 +226,19 @@ def pattern_regex(pattern: str) -> re.Pattern[str]:
         return re.compile("^(?:" + pattern[3:] + ")$", re.IGNORECASE)
     return re.compile("^" + ".*".join(re.escape(p) for p in pattern.split("*")) + "$",
                       re.IGNORECASE)
+
+
+def _zone_of_pattern(pattern: str) -> str | None:
+    """The last two labels every name matching a glob pattern ends with, when fixed."""
+    if pattern.startswith("re:"):
+        return None
+    tail = pattern.rsplit("*", 1)[-1]
+    labels = tail.split(".")
+    if "*" in pattern:
+        labels = labels[1:]  # the label the star is in is not fixed
+    if len(labels) < 2 or "" in labels[-2:]:
+        return None
+    return ".".join(labels[-2:]).lower()
 
 
 class _Checker:
@@ -230,10 +309,11 @@ def _get(ck: _Checker, d: dict[str, Any], table: str | None, i: int, key: str, t
 
 TOP_KEYS = {"id", "name", "vendor", "version", "scam_prevalence", "recognisers", "sources",
             "ports", "names", "certificates", "alpn", "payloads", "networks",
-            "download_hosts", "notes"}
+            "downloads", "notes", "curation", "aliases", "category"}
 TABLE_KEYS = {
-    "ports": {"proto", "ports", "scan", "note"},
-    "names": {"pattern", "role", "evidence", "note", "source"},
+    "ports": {"proto", "ports", "scan", "note", "role", "source"},
+    "names": {"pattern", "role", "evidence", "note", "source", "confidence", "shared_with"},
+    "downloads": {"host", "paths", "source", "note"},
     "certificates": {"attribute", "value", "role", "source"},
     "alpn": {"prefix", "role", "source"},
     "payloads": {"proto", "offset", "prefixes", "min_packets", "min_packets_on_hinted_port",
@@ -274,6 +354,10 @@ def load_file(path: str, known_recognisers: Iterable[str] = ()) -> Signature:
                              PREVALENCE) or "unknown",
         recognisers=tuple(_get(ck, doc, None, 0, "recognisers", list, []) or []),
         sources={},
+        curation=_get(ck, doc, None, 0, "curation", str, "curated", CURATION) or "curated",
+        aliases=tuple(str(a) for a in _get(ck, doc, None, 0, "aliases", list, []) or []),
+        category=_get(ck, doc, None, 0, "category", str, "") or "",
+        notes=_get(ck, doc, None, 0, "notes", str, "") or "",
     )
     known = set(known_recognisers)
     for r in sig.recognisers:
@@ -306,9 +390,10 @@ def load_file(path: str, known_recognisers: Iterable[str] = ()) -> Signature:
             ck.fail("ports", i, "ports", "must be a list of port numbers 1-65535")
             ports = None
         scan = _get(ck, t, "ports", i, "scan", bool, False)
+        prole = _get(ck, t, "ports", i, "role", str, "", ("",) + DETECTING_ROLES)
         if proto and ports:
             sig.ports.append(PortHint(proto, tuple(ports), bool(scan),
-                                      str(t.get("note", ""))))
+                                      str(t.get("note", "")), prole or ""))
     for i, t in tables("names"):
         pat = _get(ck, t, "names", i, "pattern", str)
         role = _get(ck, t, "names", i, "role", str, choices=ROLES)
@@ -316,15 +401,22 @@ def load_file(path: str, known_recognisers: Iterable[str] = ()) -> Signature:
         if ev is not None and not all(e in NAME_EVIDENCE for e in ev):
             ck.fail("names", i, "evidence", f"each must be one of {', '.join(NAME_EVIDENCE)}")
             ev = None
+        default_conf = "low" if role == "unknown" else "high"
+        conf = _get(ck, t, "names", i, "confidence", str, default_conf, CONFIDENCES)
+        shared = _get(ck, t, "names", i, "shared_with", list, []) or []
         if pat:
             try:
                 rx = pattern_regex(pat)
             except re.error as e:
                 ck.fail("names", i, "pattern", f"bad regular expression: {e}")
                 rx = None
-            if rx is not None and role and ev:
+            if rx is not None and role and ev and conf:
+                if shared and conf == "high":
+                    conf = "medium"  # a shared name never identifies one tool for sure
                 sig.names.append(NameRule(sig.tool, pat, rx, role, tuple(ev),
-                                          str(t.get("note", ""))))
+                                          str(t.get("note", "")), conf,
+                                          tuple(str(x) for x in shared),
+                                          sig.curation == "generated"))
     for i, t in tables("certificates"):
         attr = _get(ck, t, "certificates", i, "attribute", str, choices=("CN", "O", "SAN"))
         val = _get(ck, t, "certificates", i, "value", str)
@@ -368,25 +460,42 @@ def load_file(path: str, known_recognisers: Iterable[str] = ()) -> Signature:
         if nets and role and req:
             sig.networks.append(NetworkRule(sig.tool, tuple(nets), role, req,
                                             str(t.get("source", ""))))
-    hosts = _get(ck, doc, None, 0, "download_hosts", list, []) or []
-    sig.download_hosts = [str(h) for h in hosts]
+    for i, t in tables("downloads"):
+        host = _get(ck, t, "downloads", i, "host", str)
+        paths = _get(ck, t, "downloads", i, "paths", list, []) or []
+        if not all(isinstance(x, str) and x.startswith("/") for x in paths):
+            ck.fail("downloads", i, "paths", "each must be a path starting with /")
+            paths = []
+        if host:
+            try:
+                rx = pattern_regex(host)
+            except re.error as e:
+                ck.fail("downloads", i, "host", f"bad regular expression: {e}")
+                continue
+            sig.downloads.append(DownloadRule(
+                sig.tool, host, rx, tuple(paths),
+                tuple(pattern_regex(x) for x in paths)))
     if ck.problems:
         raise SignatureError(ck.problems)
     return sig
 
 
 class SignatureSet:
-    """All loaded signatures, with the lookups the recognisers need."""
+    """All loaded signatures, with the lookups the recognisers need. Curated signatures come
+    before generated ones, so where both know a name the curated rule answers."""
 
     def __init__(self, sigs: list[Signature]):
+        sigs = sorted(sigs, key=lambda s: s.curation != "curated")
         self.by_tool = {s.tool: s for s in sigs}
         self.names = [n for s in sigs for n in s.names]
         self.certificates = [c for s in sigs for c in s.certificates]
         self.alpn = [(p, r, s.tool) for s in sigs for p, r in s.alpn_prefixes]
         self.payloads = [p for s in sigs for p in s.payloads]
         self.networks = [n for s in sigs for n in s.networks]
+        self.downloads = [d for s in sigs for d in s.downloads]
         self.scan_ports: dict[tuple[int, int], str] = {}
         self.hinted_ports: dict[tuple[str, int], set[str]] = {}
+        self.port_roles: dict[tuple[str, int, int], str] = {}
         for s in sigs:
             for h in s.ports:
                 pnum = 6 if h.proto == "tcp" else 17
@@ -394,6 +503,19 @@ class SignatureSet:
                     self.hinted_ports.setdefault((s.tool, pnum), set()).add(str(p))
                     if h.scan:
                         self.scan_ports.setdefault((pnum, p), s.tool)
+                    if h.role:
+                        self.port_roles[(s.tool, pnum, p)] = h.role
+        self._name_cache: dict[tuple[str, str], NameMatch | None] = {}
+        # Name rules indexed by the last two labels of their fixed tail, so a lookup tries
+        # only the rules that could match; rules without such a tail are always tried.
+        self._by_zone: dict[str, list[tuple[int, NameRule]]] = {}
+        self._anywhere: list[tuple[int, NameRule]] = []
+        for i, r in enumerate(self.names):
+            zone = _zone_of_pattern(r.pattern)
+            if zone is None:
+                self._anywhere.append((i, r))
+            else:
+                self._by_zone.setdefault(zone, []).append((i, r))
 
     def __len__(self) -> int:
         return len(self.by_tool)
@@ -405,17 +527,76 @@ class SignatureSet:
     def port_hinted(self, tool: str, proto: int, port: int) -> bool:
         return str(port) in self.hinted_ports.get((tool, proto), ())
 
-    def match_name(self, name: str, evidence: str) -> NameRule | None:
-        """The first rule whose pattern covers ``name`` for this kind of evidence. Rules with
-        a detecting role win over ``web`` rules of the same tool."""
-        best: NameRule | None = None
-        for rule in self.names:
-            if evidence in rule.evidence and rule.regex.match(name):
-                if rule.role in DETECTING_ROLES:
-                    return rule
-                if best is None:
-                    best = rule
-        return best
+    def port_role(self, tool: str, proto: int, port: int) -> str:
+        """The role the tool's signature gives its own port ("" when none)."""
+        return self.port_roles.get((tool, proto, port), "")
+
+    def role_on_port(self, m: NameMatch, proto: int, port: int) -> str:
+        """A server role from a name, refined by the tool's own port roles (RustDesk's relay
+        and ID server share one name but not one port)."""
+        if m.role in ("relay", "rendezvous", "unknown"):
+            return self.port_role(m.tool, proto, port) or m.role
+        return m.role
+
+    def match_name(self, name: str, evidence: str) -> NameMatch | None:
+        """What the signatures make of ``name`` seen as ``evidence`` (dns, sni, http_host).
+
+        The first detecting rule wins (curated before generated); a ``web`` rule is returned
+        only when nothing detects, so callers can tell a vendor's website from a stranger's.
+        Under a tool's own zone, a first label such as ``download`` makes a download host.
+        Other tools whose detecting rules claim the same name are listed: shared
+        infrastructure lowers the confidence instead of being guessed at."""
+        key = (name.lower().rstrip("."), evidence)
+        try:
+            return self._name_cache[key]
+        except KeyError:
+            pass
+        found = self._match_name(*key)
+        if len(self._name_cache) > 4096:
+            self._name_cache.clear()
+        self._name_cache[key] = found
+        return found
+
+    def _match_name(self, name: str, evidence: str) -> NameMatch | None:
+        cands = self._by_zone.get(".".join(name.rsplit(".", 2)[-2:]), [])
+        if self._anywhere:
+            cands = sorted(cands + self._anywhere, key=lambda x: x[0])
+        hits = [r for _i, r in cands if evidence in r.evidence and r.regex.match(name)]
+        if not hits:
+            return None
+        detecting = [r for r in hits if r.role in DETECTING_ROLES]
+        if detecting:
+            best = detecting[0]
+            others = tuple(dict.fromkeys(r.tool for r in detecting if r.tool != best.tool))
+            conf = best.confidence
+            if others and conf == "high":
+                conf = "medium"
+            return NameMatch(best, best.role, conf, "", others)
+        web = hits[0]
+        first = name.split(".", 1)[0]
+        if first in DOWNLOAD_LABELS and "." in name:
+            return NameMatch(web, "download", "medium",
+                             f"download host by its name ('{first}.' under the vendor's zone)")
+        return NameMatch(web, web.role, web.confidence, "")
+
+    def match_download(self, host: str, path: str) -> tuple[str, str] | None:
+        """An HTTP request that fetches a tool's installer: (tool, why) or None.
+
+        Either the host is a download host of a signature (with its paths, if it lists
+        any), or the host belongs to a tool and the path ends like an installer."""
+        host = host.lower().rstrip(".")
+        bare = path.split("?", 1)[0].split("#", 1)[0]
+        for d in self.downloads:
+            if d.regex.match(host):
+                if not d.paths:
+                    return d.tool, f"download host {d.host}"
+                if any(rx.match(bare) for rx in d.path_regexes):
+                    return d.tool, f"installer path on {d.host}"
+        if bare.lower().endswith(INSTALLER_SUFFIXES):
+            m = self.match_name(host, "http_host") or self.match_name(host, "dns")
+            if m is not None and not m.rule.shared_with:
+                return m.tool, f"installer file on a {m.tool} host (pattern {m.pattern})"
+        return None
 
     def match_certificate(self, attrs: dict[str, list[str]]) -> CertRule | None:
         for rule in self.certificates:
@@ -439,18 +620,43 @@ class SignatureSet:
         return None
 
 
+GENERATED_DIRS = ("lolrmm",)
+
+
+def _toml_files(path: str) -> list[str]:
+    return sorted(os.path.join(path, f) for f in os.listdir(path) if f.endswith(".toml"))
+
+
 def load_dir(path: str = DEFAULT_DIR, known_recognisers: Iterable[str] = ()) -> SignatureSet:
-    """Load every ``*.toml`` under ``path``; all problems of all files are reported at once."""
+    """Load every ``*.toml`` under ``path``, then the generated sets in its sub-folders
+    (``lolrmm/``). A generated signature for a tool a curated file already covers (same id
+    or one of its aliases) is left out: curated files win. All problems of all files are
+    reported at once."""
     try:
-        files = sorted(f for f in os.listdir(path) if f.endswith(".toml"))
+        files = _toml_files(path)
     except OSError as e:
         raise SignatureError([f"{path}: cannot list signature folder: {e.strerror}"]) from None
-    sigs, problems = [], []
+    for sub in GENERATED_DIRS:
+        gen = os.path.join(path, sub)
+        if os.path.isdir(gen):
+            files += _toml_files(gen)
+    sigs: list[Signature] = []
+    problems: list[str] = []
     for f in files:
         try:
-            sigs.append(load_file(os.path.join(path, f), known_recognisers))
+            sigs.append(load_file(f, known_recognisers))
         except SignatureError as e:
             problems.extend(e.problems)
     if problems:
         raise SignatureError(problems)
-    return SignatureSet(sigs)
+    curated = [s for s in sigs if s.curation == "curated"]
+    known = {s.tool for s in curated}
+    known |= {_alias_key(a) for s in curated for a in (s.name, *s.aliases)}
+    kept = curated + [s for s in sigs if s.curation == "generated"
+                      and s.tool not in known
+                      and not ({_alias_key(a) for a in (s.name, *s.aliases)} & known)]
+    return SignatureSet(kept)
+
+
+def _alias_key(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())

@@ -13,6 +13,7 @@ import struct
 from dataclasses import dataclass, field
 
 from ..addresses import is_lan_address
+from ..signatures import DETECTING_ROLES
 from . import GIVE_UP, Detection, Evidence, FlowView, Recogniser, Result, register
 
 CT_CCS, CT_ALERT, CT_HANDSHAKE, CT_APPDATA = 20, 21, 22, 23
@@ -236,14 +237,16 @@ class TlsRecogniser(Recogniser):
                     det = Detection(tool, "session" if direct else role, "high",
                                     [Evidence("alpn", proto)])
             if client.sni:
-                rule = sigs.match_name(client.sni, "sni")
-                if rule is not None and rule.role not in ("web", "dns", "scan"):
-                    ev = Evidence("sni", client.sni, f"pattern {rule.pattern}")
-                    if det is not None and det.tool == rule.tool:
+                m = sigs.match_name(client.sni, "sni")
+                if m is not None and m.role in DETECTING_ROLES:
+                    ev = Evidence("sni", client.sni, m.detail())
+                    role = sigs.role_on_port(m, flow.proto, flow.server_port)
+                    if det is not None and det.tool == m.tool:
                         det.evidence.append(ev)
-                        det.role = rule.role if not direct else det.role
+                        det.role = role if not direct else det.role
                     elif det is None:
-                        det = Detection(rule.tool, rule.role, "high", [ev])
+                        det = Detection(m.tool, "session" if direct and role != "download"
+                                        else role, m.confidence, [ev])
         for certs, who in ((server.certs, "server"), (client.certs, "client")):
             for names in certs:
                 rule = sigs.match_certificate(names)
