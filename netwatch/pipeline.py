@@ -317,6 +317,8 @@ class Pipeline:
             "evidence": [e.as_dict() for e in det.evidence],
             "signature": self.sigs.ref(det.tool),
         }
+        if det.variant:
+            ev["remote_access"]["variant"] = det.variant
         self.log.write(ev)
         self.c.events += 1
         f.events += 1

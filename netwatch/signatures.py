@@ -169,6 +169,11 @@ class Signature:
     aliases: tuple[str, ...] = ()
     category: str = ""
     notes: str = ""
+    # A tool that looks like another on the wire (Windows Remote Assistance is RDP): netwatch
+    # reports the other tool's id and, when something tells them apart, names this one as the
+    # variant (RFB security types a server offers).
+    reported_as: str = ""
+    rfb_security_types: tuple[int, ...] = ()
 
     @property
     def ref(self) -> str:
@@ -309,7 +314,8 @@ def _get(ck: _Checker, d: dict[str, Any], table: str | None, i: int, key: str, t
 
 TOP_KEYS = {"id", "name", "vendor", "version", "scam_prevalence", "recognisers", "sources",
             "ports", "names", "certificates", "alpn", "payloads", "networks",
-            "downloads", "notes", "curation", "aliases", "category"}
+            "downloads", "notes", "curation", "aliases", "category", "reported_as",
+            "rfb_security_types"}
 TABLE_KEYS = {
     "ports": {"proto", "ports", "scan", "note", "role", "source"},
     "names": {"pattern", "role", "evidence", "note", "source", "confidence", "shared_with"},
@@ -358,7 +364,12 @@ def load_file(path: str, known_recognisers: Iterable[str] = ()) -> Signature:
         aliases=tuple(str(a) for a in _get(ck, doc, None, 0, "aliases", list, []) or []),
         category=_get(ck, doc, None, 0, "category", str, "") or "",
         notes=_get(ck, doc, None, 0, "notes", str, "") or "",
+        reported_as=_get(ck, doc, None, 0, "reported_as", str, "") or "",
+        rfb_security_types=tuple(_get(ck, doc, None, 0, "rfb_security_types", list, [])
+                                 or []),
     )
+    if not all(isinstance(x, int) and 0 <= x < 256 for x in sig.rfb_security_types):
+        ck.fail(None, 0, "rfb_security_types", "must be a list of numbers 0-255")
     known = set(known_recognisers)
     for r in sig.recognisers:
         if known and r not in known:
@@ -564,6 +575,10 @@ class SignatureSet:
         hits = [r for _i, r in cands if evidence in r.evidence and r.regex.match(name)]
         if not hits:
             return None
+        exact = [r for r in hits if "*" not in r.pattern and not r.pattern.startswith("re:")]
+        if exact and exact[0].role not in DETECTING_ROLES:
+            # A name listed exactly (a vendor's www site) is more specific than a wildcard.
+            return NameMatch(exact[0], exact[0].role, exact[0].confidence, "")
         detecting = [r for r in hits if r.role in DETECTING_ROLES]
         if detecting:
             best = detecting[0]

@@ -330,3 +330,49 @@ def test_xdmcp_near_misses():
     assert run(X11Recogniser, View(proto=17).send(0, xdmcp(5, b"\x00"))) is GIVE_UP
     det = run(X11Recogniser, View(proto=17, closing=True).send(0, xdmcp(2, b"\x00")))
     assert det.role == "scan"
+
+
+# ---------------------------------------------------------------- plain HTTP downloads
+
+from netwatch.recognisers.http import HttpRecogniser  # noqa: E402
+
+
+def http_get(host: str, path: str) -> bytes:
+    return (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Mozilla/5.0\r\n"
+            f"Accept: */*\r\n\r\n").encode()
+
+
+def test_http_installer_from_a_vendor_download_host():
+    det = run(HttpRecogniser, View(server_port=80).send(
+        0, http_get("download.hoptodesk.com", "/HopToDesk.exe")))
+    assert (det.tool, det.role, det.confidence) == ("hoptodesk", "download", "high")
+    assert det.evidence[0].kind == "http_host"
+
+
+def test_http_screenconnect_client_setup_path():
+    det = run(HttpRecogniser, View(server_port=80).send(
+        0, http_get("acme.screenconnect.com", "/Bin/ConnectWiseControl.ClientSetup.exe?h=x")))
+    assert (det.tool, det.role) == ("screenconnect", "download")
+
+
+def test_http_installer_suffix_on_a_tool_host():
+    det = run(HttpRecogniser, View(server_port=80).send(
+        0, http_get("get.ultraviewer.net:80", "/files/UltraViewer_setup.exe")))
+    assert (det.tool, det.role) == ("ultraviewer", "download")
+
+
+def test_http_near_misses():
+    # the vendor's page, not an installer; an installer from a stranger's host; not HTTP
+    assert run(HttpRecogniser, View().send(0, http_get("www.anydesk.com", "/en/downloads"))) \
+        is GIVE_UP
+    assert run(HttpRecogniser, View().send(0, http_get("files.example.org", "/setup.exe"))) \
+        is GIVE_UP
+    assert run(HttpRecogniser, View().send(0, b"\x16\x03\x01\x00\x10")) is GIVE_UP
+    # the ScreenConnect path on a host that is not ScreenConnect's
+    assert run(HttpRecogniser, View().send(
+        0, http_get("acme.example.com", "/Bin/ConnectWiseControl.ClientSetup.txt"))) is GIVE_UP
+
+
+def test_http_waits_for_the_end_of_the_header():
+    v = View().send(0, b"GET /AnyDesk.exe HTTP/1.1\r\nHo")
+    assert run(HttpRecogniser, v) is None

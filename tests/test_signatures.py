@@ -91,3 +91,45 @@ def test_cli_check_and_list(tmp_path: Path) -> None:
     assert lst.returncode == 0
     anydesk = [ln for ln in lst.stdout.splitlines() if ln.startswith("anydesk")]
     assert anydesk and "high" in anydesk[0] and "certificate" in anydesk[0]
+
+
+# ---------------------------------------------------------------- name matching rules
+
+def _set():
+    from conftest import signatures
+    return signatures()
+
+
+def test_exact_website_name_beats_a_wildcard_of_the_same_tool():
+    sigs = _set()
+    www = sigs.match_name("www.supremocontrol.com", "sni")
+    assert www is not None and www.role == "web"
+    other = sigs.match_name("eu1.supremocontrol.com", "sni")
+    assert other is not None and (other.tool, other.role, other.confidence) == \
+        ("supremo", "unknown", "low")
+
+
+def test_download_label_under_a_vendor_zone():
+    m = _set().match_name("download.anydesk.com", "dns")
+    assert (m.tool, m.role, m.confidence) == ("anydesk", "download", "medium")
+    assert _set().match_name("downloadanydesk.com", "dns") is None
+
+
+def test_shared_infrastructure_is_never_a_detection_alone():
+    m = _set().match_name("euno-1.cc.skype.com", "sni")
+    assert m is not None and m.role == "web" and m.rule.shared_with
+
+
+def test_port_roles_refine_a_name():
+    sigs = _set()
+    m = sigs.match_name("rs-ny.rustdesk.com", "dns")
+    assert m.role == "rendezvous"
+    assert sigs.role_on_port(m, 6, 21117) == "relay"
+    assert sigs.role_on_port(m, 17, 21116) == "rendezvous"
+    assert sigs.role_on_port(m, 6, 443) == "rendezvous"
+
+
+def test_every_curated_signature_cites_its_sources():
+    for s in _set().by_tool.values():
+        if s.curation == "curated":
+            assert s.sources, s.tool

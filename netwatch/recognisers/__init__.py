@@ -36,6 +36,9 @@ class Detection:
     role: str
     confidence: str
     evidence: list[Evidence] = field(default_factory=list)
+    # The product within the tool, when the handshake names it (an RFB server offering
+    # Apple's security type is macOS Screen Sharing); "" when it cannot be told.
+    variant: str = ""
 
     def outranks(self, other: Detection | None) -> bool:
         """True when this detection says more than ``other`` and deserves a new event."""
@@ -94,7 +97,7 @@ def register(cls: type[Recogniser]) -> type[Recogniser]:
 
 def load_all() -> dict[str, type[Recogniser]]:
     """Import the built-in recogniser modules (each registers itself) and return them."""
-    from . import citrix, nomachine, payload, radmin, rdp, rfb, tls, x11  # noqa: F401
+    from . import citrix, http, nomachine, payload, radmin, rdp, rfb, tls, x11  # noqa: F401
 
     return REGISTRY
 

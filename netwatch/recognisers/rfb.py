@@ -42,10 +42,17 @@ class RfbRecogniser(Recogniser):
         if isinstance(srv, str) and isinstance(cli, str):
             ev = [Evidence("handshake", "RFB ProtocolVersion",
                            f"server {srv}, client {cli}")]
-            sec = self._security(stc, srv)
-            if sec:
-                ev.append(Evidence("handshake", "RFB security types", sec))
-            return Detection("vnc", "session", "high", ev)
+            types = self._security(stc, cli if cli == "3.3" else srv)
+            if not types and len(stc) == VERSION_LEN and not getattr(flow, "closing", False):
+                # The server's security types come next and may name the product: report the
+                # session now, and again with the product once they arrive.
+                return Detection("vnc", "session", "medium", ev)
+            variant = ""
+            if types:
+                ev.append(Evidence("handshake", "RFB security types",
+                                   ", ".join(SECURITY_TYPES.get(t, str(t)) for t in types)))
+                variant = self._variant(types)
+            return Detection("vnc", "session", "high", ev, variant)
         if getattr(flow, "closing", False) and (isinstance(srv, str) or isinstance(cli, str)):
             side = "server" if isinstance(srv, str) else "client"
             return Detection("vnc", "scan", "medium",
@@ -55,12 +62,22 @@ class RfbRecogniser(Recogniser):
         return None
 
     @staticmethod
-    def _security(stc: bytearray, version: str) -> str:
+    def _security(stc: bytearray, version: str) -> list[int]:
+        """The security types a 3.7+ server offers (RFC 6143 §7.1.2), [] if not seen."""
         rest = bytes(stc[VERSION_LEN:])
-        if not rest or version in ("3.3",):
-            return ""
+        if not rest:
+            return []
+        if version == "3.3":  # the server chooses: one u32 type (§7.1.2, version 3.3)
+            return [int.from_bytes(rest[:4], "big")] if len(rest) >= 4 else []
         count = rest[0]
         types = rest[1:1 + count]
         if count == 0 or len(types) < count:
-            return ""
-        return ", ".join(SECURITY_TYPES.get(t, str(t)) for t in types)
+            return []
+        return list(types)
+
+    def _variant(self, types: list[int]) -> str:
+        """The signature whose own RFB security type the server offers (Apple's 30, Tight's
+        16, Ultra's 17), or "" when none or more than one do."""
+        hits = [s.tool for s in self.signatures.by_tool.values()
+                if s.reported_as == "vnc" and set(s.rfb_security_types) & set(types)]
+        return hits[0] if len(hits) == 1 else ""
