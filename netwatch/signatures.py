@@ -181,13 +181,11 @@ class Signature:
 
     def evidence_kinds(self) -> list[str]:
         kinds: list[str] = []
-        if self.recognisers:
+        if self.recognisers or self.rfb_security_types:
             kinds.append("handshake")
-        if self.downloads and "http_host" not in kinds:
-            kinds.append("http_host")
-        for n in self.names:
-            if n.role not in DETECTING_ROLES:
-                continue
+        if self.downloads or self.names:
+            kinds.append("http_host")  # installer requests on the tool's hosts
+        for n in self.names:  # web names too: a download host under them is found by name
             for e in n.evidence:
                 if e not in kinds:
                     kinds.append(e)
@@ -214,8 +212,10 @@ class Signature:
         for p in self.ports:
             if p.role:
                 roles.add(p.role)
-        if self.downloads:
-            roles.add("download")
+        if self.downloads or self.names:
+            roles.add("download")  # installers from download hosts or on the tool's hosts
+        if self.reported_as:
+            roles.add("session")
         if any(p.scan for p in self.ports):
             roles.add("scan")
         if any(n.evidence == ("dns",) or "dns" in n.evidence for n in self.names
