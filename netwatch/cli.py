@@ -91,24 +91,41 @@ def signatures() -> None:
 @click.option("--signatures", "sig_dir", default=DEFAULT_DIR, type=click.Path(file_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
-def signatures_list(sig_dir: str, fmt: str) -> None:
+@click.option("--all", "show_all", is_flag=True,
+              help="Also list the generated low-curation signatures (LOLRMM import).")
+def signatures_list(sig_dir: str, fmt: str, show_all: bool) -> None:
     """Show each tool: vendor, roles covered, kinds of evidence, scam prevalence."""
     sigs = _signatures(sig_dir)
     rows: list[dict[str, Any]] = []
-    for tool in sorted(sigs.by_tool):
+    generated = 0
+    for tool in sorted(sigs.by_tool, key=lambda t: (sigs.by_tool[t].curation, t)):
         s = sigs.by_tool[tool]
+        if s.curation != "curated":
+            generated += 1
+            if not show_all:
+                continue
         rows.append({"tool": tool, "name": s.name, "vendor": s.vendor,
                      "roles": s.roles(), "evidence": s.evidence_kinds(),
-                     "scam_prevalence": s.scam_prevalence, "signature": s.ref})
+                     "scam_prevalence": s.scam_prevalence, "curation": s.curation,
+                     "reported_as": s.reported_as, "signature": s.ref})
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
         return
-    head = f"{'tool':<12} {'prevalence':<10} {'roles':<40} evidence"
-    click.echo(head)
+    click.echo(f"{'tool':<22} {'vendor':<28} {'prevalence':<10} {'roles':<38} evidence")
     for r in rows:
-        click.echo(f"{r['tool']:<12} {r['scam_prevalence']:<10} "
-                   f"{','.join(r['roles']):<40} {','.join(r['evidence'])}")
-    click.echo(f"{len(rows)} signatures in {sig_dir}")
+        vendor = r["vendor"] if len(r["vendor"]) <= 28 else r["vendor"][:27] + "…"
+        roles = ",".join(r["roles"]) or "-"
+        evidence = ",".join(r["evidence"]) or "-"
+        if r["reported_as"]:
+            evidence += f" (seen as {r['reported_as']})"
+        if r["curation"] != "curated":
+            evidence += " [generated]"
+        click.echo(f"{r['tool']:<22} {vendor:<28} {r['scam_prevalence']:<10} {roles:<38} "
+                   f"{evidence}")
+    curated = len(sigs) - generated
+    extra = "" if show_all or not generated else \
+        f" (and {generated} generated low-curation ones: --all)"
+    click.echo(f"{curated} curated signatures in {sig_dir}{extra}")
 
 
 @signatures.command("check")
@@ -134,4 +151,74 @@ def signatures_check(files: tuple[str, ...], sig_dir: str) -> None:
             bad += 1
             click.echo(str(e), err=True)
     if bad:
+        sys.exit(1)
+
+
+@signatures.command("import-lolrmm")
+@click.argument("csv_path", metavar="CSV", type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder to (re)generate. Default: the lolrmm/ folder of --signatures.")
+@click.option("--signatures", "sig_dir", default=DEFAULT_DIR, type=click.Path(file_okay=False),
+              help="Folder of curated signature files; generated sub-folders are ignored.")
+def signatures_import_lolrmm(csv_path: str, out_dir: str | None, sig_dir: str) -> None:
+    """Regenerate the low-curation signatures from LOLRMM's rmm_domains.csv.
+
+    A maintainer's offline step: one file per LOLRMM tool goes into OUT, minus tools and
+    names the curated signatures already cover, names that are not the tool's own (cloud,
+    CDN, messaging zones) and entries that are not names. The daemon never fetches LOLRMM.
+    A missing or malformed CSV is reported on one line; the exit code is then 2.
+    """
+    from .lolrmm import LolrmmError, default_out_dir, import_csv, load_curated, summary_lines
+
+    try:
+        curated = load_curated(sig_dir, load_all())
+    except SignatureError as e:
+        raise click.ClickException("signature files are invalid:\n" + str(e)) from None
+    target = out_dir or default_out_dir(sig_dir)
+    try:
+        report = import_csv(csv_path, target, curated)
+    except LolrmmError as e:
+        click.echo(f"netwatch: {e}", err=True)
+        sys.exit(EXIT_INPUT_ERROR)
+    except OSError as e:
+        raise click.ClickException(f"cannot write {target}: {e.strerror or e}") from None
+    click.echo(f"wrote {target}")
+    for line in summary_lines(report):
+        click.echo(line)
+
+
+@signatures.command("test")
+@click.argument("tools", nargs=-1, metavar="[TOOL]...")
+@click.option("--examples", "examples_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder with MANIFEST.tsv, FLOWS.tsv and the example captures. "
+                   "Default: tests/pcaps/synthetic/tools of the source tree.")
+@click.option("--signatures", "sig_dir", default=DEFAULT_DIR, type=click.Path(file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+def signatures_test(tools: tuple[str, ...], examples_dir: str | None, sig_dir: str,
+                    fmt: str) -> None:
+    """Replay each tool's example captures and check what netwatch reports on them.
+
+    A positive example must be reported as its FLOWS.tsv rows say (tool, role, variant), a
+    negative one not at all (scans aside); a curated signature without both kinds of
+    example fails. Exit code 1 when any signature fails, 2 when the examples are unusable.
+    """
+    from . import sigtest
+
+    folder = examples_dir or sigtest.default_examples_dir()
+    if folder is None:
+        click.echo("netwatch: no examples folder: tests/pcaps/synthetic/tools is not beside "
+                   "this installation; give one with --examples DIR", err=True)
+        sys.exit(EXIT_INPUT_ERROR)
+    sigs = _signatures(sig_dir)
+    try:
+        results = sigtest.run(sigs, folder, tools)
+    except sigtest.ExamplesError as e:
+        click.echo(f"netwatch: {e}", err=True)
+        sys.exit(EXIT_INPUT_ERROR)
+    if fmt == "json":
+        click.echo(json.dumps(sigtest.to_json(results, folder), indent=2))
+    else:
+        click.echo(sigtest.format_text(results), nl=False)
+    if not all(r.passed for r in results):
         sys.exit(1)
