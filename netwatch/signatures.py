@@ -573,6 +573,18 @@ class SignatureSet:
         if self._anywhere:
             cands = sorted(cands + self._anywhere, key=lambda x: x[0])
         hits = [r for _i, r in cands if evidence in r.evidence and r.regex.match(name)]
+        first, _, rest = name.partition(".")
+        if first in DOWNLOAD_LABELS and rest:
+            # download.<a name of the tool>: the vendor's installer host, unless a rule says
+            # exactly what this name is.
+            under = hits or [r for r in self.names
+                             if evidence in r.evidence and r.regex.match(rest)]
+            named = [r for r in under if r.role in ("relay", "rendezvous", "download")
+                     or "*" not in r.pattern and r.regex.match(name)]
+            if under and not named and not under[0].shared_with and not under[0].generated:
+                return NameMatch(under[0], "download", "medium",
+                                 f"download host by its name ('{first}.' under the "
+                                 f"vendor's zone)")
         if not hits:
             return None
         exact = [r for r in hits if "*" not in r.pattern and not r.pattern.startswith("re:")]
@@ -581,17 +593,18 @@ class SignatureSet:
             return NameMatch(exact[0], exact[0].role, exact[0].confidence, "")
         detecting = [r for r in hits if r.role in DETECTING_ROLES]
         if detecting:
-            best = detecting[0]
+            # The most specific rule says what the name is: curated before generated, exact
+            # names before patterns, then the longest fixed text (*.cdn.vendor.com is the
+            # download CDN even though *.vendor.com also covers it).
+            best = min(detecting, key=lambda r: (r.generated, "*" in r.pattern or
+                                                 r.pattern.startswith("re:"),
+                                                 -len(r.pattern.replace("*", ""))))
             others = tuple(dict.fromkeys(r.tool for r in detecting if r.tool != best.tool))
             conf = best.confidence
             if others and conf == "high":
                 conf = "medium"
             return NameMatch(best, best.role, conf, "", others)
         web = hits[0]
-        first = name.split(".", 1)[0]
-        if first in DOWNLOAD_LABELS and "." in name:
-            return NameMatch(web, "download", "medium",
-                             f"download host by its name ('{first}.' under the vendor's zone)")
         return NameMatch(web, web.role, web.confidence, "")
 
     def match_download(self, host: str, path: str) -> tuple[str, str] | None:

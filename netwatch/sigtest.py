@@ -218,14 +218,14 @@ def check_positive(events: Iterable[dict[str, Any]], labels: list[Label]) -> lis
             for k in hits:
                 bad = _not_scan(flows[k])
                 if bad:
-                    problems.append(f"line {row.line}: {row.describe()} must not be reported "
+                    problems.append(f"{FLOWS}:{row.line}: {row.describe()} must not be reported "
                                     f"({row.note or 'labelled none'}), got {_said(bad[-1])}")
             continue
         want = f"{row.tool}/{'|'.join(row.roles) or 'any role'}"
         if row.variant:
             want += f" variant {row.variant}"
         if not hits:
-            problems.append(f"line {row.line}: missed {row.describe()}: no event, "
+            problems.append(f"{FLOWS}:{row.line}: missed {row.describe()}: no event, "
                             f"expected {want}")
             continue
         verdicts = [flows[k][-1] for k in hits]
@@ -239,7 +239,7 @@ def check_positive(events: Iterable[dict[str, Any]], labels: list[Label]) -> lis
             what = "wrong role"
         else:
             what = "wrong variant"
-        problems.append(f"line {row.line}: {what}: expected {want}, got {_said(verdicts[-1])}")
+        problems.append(f"{FLOWS}:{row.line}: {what}: expected {want}, got {_said(verdicts[-1])}")
     labelled = {k for k in flows if any(matches(r, k) for r in labels)}
     for k, evs in flows.items():
         if k not in labelled and _not_scan(evs[-1:]):
@@ -351,9 +351,10 @@ def run(sigs: SignatureSet, folder: str, tools: Iterable[str] = ()) -> list[Sign
 def _reported_as(tool: str, sig: Any, examples: list[Example], labels: list[Label]) -> str:
     """What netwatch calls the tool: the tools (and variants) its positive examples are
     labelled with; without examples, what its signature says."""
-    files = {ex.file for ex in examples if ex.kind == "positive"}
+    files = {os.path.basename(ex.file) for ex in examples if ex.kind == "positive"}
     seen = dict.fromkeys(r.tool + (f" (variant {r.variant})" if r.variant else "")
-                         for r in labels if r.pcap in files and r.tool != "none")
+                         for r in labels
+                         if os.path.basename(r.pcap) in files and r.tool != "none")
     if seen:
         return ", ".join(seen)
     return (getattr(sig, "reported_as", "") or tool) if sig is not None else tool
