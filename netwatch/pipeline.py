@@ -279,8 +279,8 @@ class Pipeline:
     def _name_evidence(self, f: Flow) -> Evidence:
         m = f.name_rule
         assert m is not None
-        return Evidence("dns", f.name or "", f"the address was looked up as this name "
-                                             f"({m.detail()})")
+        return Evidence("dns", f.name or "", f"the address was looked up as this name; "
+                                             f"{m.detail()}")
 
     def _detect(self, f: Flow, det: Detection, ts: float) -> None:
         rule = f.name_rule
@@ -354,7 +354,7 @@ class Pipeline:
                 return
             f.dns_tools.add(m.tool)
             det = Detection(m.tool, "dns", m.confidence,
-                            [Evidence("dns", name, f"{m.detail()} ({m.role})")])
+                            [Evidence("dns", name, f"{m.role} name; {m.detail()}")])
             f.verdict = None
             self._detect(f, det, ts)
             return
