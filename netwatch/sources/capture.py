@@ -52,9 +52,16 @@ def open_capture(path: str, stats: ReadStats | None = None) -> Iterator[Frame]:
     a caller can report the file before any packet is processed. A file that ends inside a
     record is not an error: the iterator stops and ``stats.truncated`` is set.
     """
+    src = open_source(path, stats)
+    return src.frames() if isinstance(src, PcapFile) else src
+
+
+def open_source(path: str, stats: ReadStats | None = None) -> PcapFile | Iterator[Frame]:
+    """Like ``open_capture``, but a classic pcap file comes back as a ``PcapFile``, which the
+    pipeline walks in chunks. Same errors as ``open_capture``."""
     st = stats if stats is not None else ReadStats()
     try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed by the generator
+        fh = open(path, "rb")  # noqa: SIM115 - closed by the reader at the end
     except OSError as e:
         raise CaptureError(f"cannot open: {e.strerror or e}") from None
     try:
@@ -70,7 +77,7 @@ def open_capture(path: str, stats: ReadStats | None = None) -> Iterator[Frame]:
         if len(head) < 24:
             fh.close()
             raise CaptureError("pcap header cut short")
-        return _read_pcap(fh, head, st)
+        return PcapFile(fh, head, st)
     if magic == PCAPNG_SHB:
         fh.seek(0)
         return _read_pcapng(fh, st)
@@ -78,47 +85,78 @@ def open_capture(path: str, stats: ReadStats | None = None) -> Iterator[Frame]:
     raise CaptureError(f"not a pcap or pcapng capture (unknown magic {magic.hex()})")
 
 
-def _read_pcap(fh: BinaryIO, head: bytes, st: ReadStats) -> Iterator[Frame]:
-    magic = head[:4]
-    bo = "<" if magic in (PCAP_MAGIC_US_LE, PCAP_MAGIC_NS_LE) else ">"
-    scale = 1e-9 if magic in (PCAP_MAGIC_NS_LE, PCAP_MAGIC_NS_BE) else 1e-6
-    linktype = struct.unpack(bo + "I", head[20:24])[0] & 0x0FFFFFFF  # upper bits: FCS info
-    st.interfaces.append(linktype)
-    rec = struct.Struct(bo + "IIII")
-    unpack_rec = rec.unpack_from
-    buf = b""
-    pos = 0
-    try:
-        while True:
-            if len(buf) - pos < 16:
-                more = fh.read(READ_CHUNK)
-                buf = buf[pos:] + more
-                pos = 0
-                if len(buf) < 16:
-                    if buf:
-                        st.truncated = True
-                        st.truncated_detail = "file ends inside a record header"
+class PcapFile:
+    """A classic pcap file read in large chunks.
+
+    The pipeline's hot loop walks the records of ``buf`` itself (a generator per packet
+    costs more than the work on most packets) and calls ``refill`` when the next record
+    does not fit; ``frames`` is the plain iterator for everything else."""
+
+    def __init__(self, fh: BinaryIO, head: bytes, st: ReadStats):
+        magic = head[:4]
+        bo = "<" if magic in (PCAP_MAGIC_US_LE, PCAP_MAGIC_NS_LE) else ">"
+        self.scale = 1e-9 if magic in (PCAP_MAGIC_NS_LE, PCAP_MAGIC_NS_BE) else 1e-6
+        # The upper bits of the link type field carry FCS information.
+        self.linktype = struct.unpack(bo + "I", head[20:24])[0] & 0x0FFFFFFF
+        self.record = struct.Struct(bo + "IIII")
+        self.fh: BinaryIO | None = fh
+        self.st = st
+        st.interfaces.append(self.linktype)
+
+    def refill(self, buf: bytes, pos: int, need: int) -> bytes | None:
+        """The unread part of ``buf`` (from ``pos``) plus more of the file, at least ``need``
+        bytes long; None at the end of the file, noting a record cut short."""
+        rest = buf[pos:]
+        while len(rest) < need:
+            more = self.fh.read(max(READ_CHUNK, need)) if self.fh is not None else b""
+            if not more:
+                if rest:
+                    self.st.truncated = True
+                    self.st.truncated_detail = ("file ends inside a record header"
+                                                if len(rest) < 16 else "last packet cut short")
+                self.close()
+                return None
+            rest += more
+        return rest
+
+    def implausible(self, incl: int) -> None:
+        """A record length no capture tool writes: the rest of the file is skipped."""
+        self.st.truncated = True
+        self.st.truncated_detail = f"record length {incl} is not plausible; rest of file skipped"
+        self.close()
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
+
+    def frames(self) -> Iterator[Frame]:
+        unpack_rec = self.record.unpack_from
+        scale, linktype, st = self.scale, self.linktype, self.st
+        buf, pos = b"", 0
+        try:
+            while True:
+                if len(buf) - pos < 16:
+                    more = self.refill(buf, pos, 16)
+                    if more is None:
+                        return
+                    buf, pos = more, 0
+                sec, frac, incl, _orig = unpack_rec(buf, pos)
+                if incl > MAX_RECORD:
+                    self.implausible(incl)
                     return
-            sec, frac, incl, _orig = unpack_rec(buf, pos)
-            if incl > MAX_RECORD:
-                st.truncated = True
-                st.truncated_detail = f"record length {incl} is not plausible; rest of file skipped"
-                return
-            end = pos + 16 + incl
-            if end > len(buf):
-                more = fh.read(max(READ_CHUNK, incl + 16))
-                buf = buf[pos:] + more
-                pos = 0
-                end = 16 + incl
+                end = pos + 16 + incl
                 if end > len(buf):
-                    st.truncated = True
-                    st.truncated_detail = "last packet cut short"
-                    return
-            st.packets += 1
-            yield sec + frac * scale, linktype, buf[pos + 16:end]
-            pos = end
-    finally:
-        fh.close()
+                    more = self.refill(buf, pos, 16 + incl)
+                    if more is None:
+                        return
+                    buf, pos = more, 0
+                    end = 16 + incl
+                st.packets += 1
+                yield sec + frac * scale, linktype, buf[pos + 16:end]
+                pos = end
+        finally:
+            self.close()
 
 
 def _read_pcapng(fh: BinaryIO, st: ReadStats) -> Iterator[Frame]:
