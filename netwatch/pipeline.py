@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,29 +179,34 @@ class Pipeline:
                 packets += 1
                 nbytes += incl
                 ts = sec + frac * scale
-                if (ethernet and incl >= 42 and buf[o + 12] == 8 and buf[o + 13] == 0
-                        and buf[o + 14] == 0x45 and not (buf[o + 20] & 0x1F or buf[o + 21])):
-                    p = buf[o + 23]
-                    if p == TCP and incl >= 54:
-                        hit = tcp.get(buf[o + 26:o + 38])
-                        if hit is not None and not buf[o + 47] & 0x07 and ts < next_sweep:
-                            f, d = hit
-                            if not f.inspecting:
-                                f.pkts[d] += 1
-                                f.bytes[d] += incl
-                                f.last_ts = ts
-                                counted += 1
-                                continue
-                    elif p == UDP:
-                        hit = udp.get(buf[o + 26:o + 38])
-                        if hit is not None and ts < next_sweep:
-                            f, d = hit
-                            if not f.inspecting and f.dns_tools is None:
-                                f.pkts[d] += 1
-                                f.bytes[d] += incl
-                                f.last_ts = ts
-                                counted += 1
-                                continue
+                hit = None
+                if ethernet and incl >= 42:
+                    if (buf[o + 12] == 8 and buf[o + 13] == 0 and buf[o + 14] == 0x45
+                            and not (buf[o + 20] & 0x1F or buf[o + 21])):
+                        # IPv4, 20-byte header, not a later fragment: addresses and ports
+                        # are the 12 bytes from offset 26.
+                        p = buf[o + 23]
+                        if p == TCP:
+                            if incl >= 54 and not buf[o + 47] & 0x07:  # no SYN/FIN/RST
+                                hit = tcp.get(buf[o + 26:o + 38])
+                        elif p == UDP:
+                            hit = udp.get(buf[o + 26:o + 38])
+                    elif buf[o + 12] == 0x86 and buf[o + 13] == 0xDD and incl >= 62:
+                        # IPv6 with TCP or UDP right after the fixed header: 36 key bytes.
+                        p = buf[o + 20]
+                        if p == TCP:
+                            if incl >= 74 and not buf[o + 67] & 0x07:
+                                hit = tcp.get(buf[o + 22:o + 58])
+                        elif p == UDP:
+                            hit = udp.get(buf[o + 22:o + 58])
+                if hit is not None and ts < next_sweep:
+                    f, d = hit
+                    if not f.inspecting and f.dns_tools is None:
+                        f.pkts[d] += 1
+                        f.bytes[d] += incl
+                        f.last_ts = ts
+                        counted += 1
+                        continue
                 frame_(ts, linktype, buf[o:end])
                 next_sweep = self._next_sweep
         finally:
@@ -449,7 +454,7 @@ class Pipeline:
     def _sweep(self, now: float) -> None:
         self._next_sweep = now + SWEEP_INTERVAL
         expired = []
-        for _key, (f, d) in self._all_flows():
+        for f, d in self._flow_entries():
             if d:
                 continue
             idle = now - f.last_ts
@@ -495,12 +500,13 @@ class Pipeline:
 
     def end_flows(self) -> None:
         """Finish every flow, in the order they began."""
-        for f in sorted((f for _k, (f, d) in self._all_flows() if d == 0),
-                        key=lambda f: f.id):
+        for f in sorted((f for f, d in self._flow_entries() if d == 0), key=lambda f: f.id):
             self._finish(f)
 
-    def _all_flows(self) -> list[tuple[bytes, tuple[Flow, int]]]:
-        return list(self.tcp.items()) + list(self.udp.items())
+    def _flow_entries(self) -> Iterator[tuple[Flow, int]]:
+        """Every (flow, direction) entry of both tables; do not finish flows meanwhile."""
+        yield from self.tcp.values()
+        yield from self.udp.values()
 
     def finish(self) -> Result:
         """End of input."""
