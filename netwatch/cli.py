@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+import tempfile
 from typing import Any
 
 import click
@@ -221,4 +224,63 @@ def signatures_test(tools: tuple[str, ...], examples_dir: str | None, sig_dir: s
     else:
         click.echo(sigtest.format_text(results), nl=False)
     if not all(r.passed for r in results):
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--packets", default=1_000_000, show_default=True,
+              help="Size of the generated home mix.")
+@click.option("--seed", default=1, show_default=True)
+@click.option("--pcap", type=click.Path(exists=True, dir_okay=False),
+              help="Benchmark this capture instead of generating the home mix.")
+@click.option("--truth", type=click.Path(exists=True, dir_okay=False),
+              help="Its truth file (FLOWS.tsv columns), to check the sessions were found.")
+@click.option("--runs", default=3, show_default=True, help="Paired runs (medians reported).")
+@click.option("--workdir", default=os.path.join(tempfile.gettempdir(), "netwatch-bench"),
+              show_default=True, help="Where the generated mix is kept between calls.")
+@click.option("--no-peer", is_flag=True, help="Do not run ndpiReader.")
+@click.option("--no-stages", is_flag=True, help="Skip the per-stage and memory measurements.")
+@click.option("--no-nflog", is_flag=True, help="Skip the nflog-mode share.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False),
+              help="Also write the figures as JSON.")
+@click.option("--record", type=click.Path(dir_okay=False),
+              help="Write the measured speed ratio to this file (for --guard).")
+@click.option("--guard", "guard_file", type=click.Path(exists=True, dir_okay=False),
+              help="Exit 1 if the speed ratio is below half the one recorded in this file.")
+def bench(packets: int, seed: int, pcap: str | None, truth: str | None, runs: int,
+          workdir: str, no_peer: bool, no_stages: bool, no_nflog: bool,
+          json_out: str | None, record: str | None, guard_file: str | None) -> None:
+    """Time the replay pipeline on the home mix against ndpiReader, in one call."""
+    from pathlib import Path
+
+    from . import bench as b
+
+    if pcap is None:
+        try:
+            mix, mix_truth = b.make_mix(packets, seed, Path(workdir))
+        except (FileNotFoundError, subprocess.CalledProcessError) as e:
+            click.echo(f"netwatch bench: {e}", err=True)
+            sys.exit(EXIT_INPUT_ERROR)
+    else:
+        mix, mix_truth = Path(pcap), Path(truth) if truth else None
+    report = b.run(mix, mix_truth, runs=runs, peer=not no_peer, stages=not no_stages,
+                   nflog=not no_nflog)
+    click.echo(b.render(report), nl=False)
+    if json_out:
+        Path(json_out).write_text(json.dumps(report.as_dict(), indent=2) + "\n",
+                                  encoding="utf-8")
+    if record:
+        Path(record).write_text(json.dumps({
+            "speed_ratio": round(report.speed_ratio, 3), "packets": report.packets or packets,
+            "peer": "ndpiReader", "runs": runs,
+            "note": "netwatch replay packets/s over ndpiReader's, median of paired runs",
+        }, indent=2) + "\n", encoding="utf-8")
+    failed = bool(report.sessions and report.sessions["found"] < report.sessions["embedded"])
+    if failed:
+        click.echo("not every embedded session was found", err=True)
+    if guard_file:
+        ok, msg = b.guard(report, Path(guard_file))
+        click.echo(msg)
+        failed = failed or not ok
+    if failed:
         sys.exit(1)

@@ -43,6 +43,10 @@ SEQ_MOD = 1 << 32
 SEQ_HALF = 1 << 31
 
 
+_DONE: Any = ((), ())  # what a decided flow keeps of its inspection state
+_NO_CANDIDATES: Any = ()
+
+
 class Flow:
     __slots__ = (
         "id", "proto", "client_ip", "server_ip", "client_port", "server_port", "first_ts",
@@ -87,10 +91,9 @@ class Flow:
     def stop_inspecting(self) -> None:
         """Drop the buffers: from now on the flow is only counted."""
         self.inspecting = False
-        self.streams = [bytearray(), bytearray()]
-        self.segments = [[], []]
-        self.pending = [{}, {}]
-        self.candidates = []
+        # Shared empty values, not new ones: a decided flow should cost as little as it can.
+        self.streams = self.segments = self.pending = self.next_seq = _DONE
+        self.candidates = _NO_CANDIDATES
 
     def add_tcp_payload(self, d: int, seq: int, payload: bytes) -> bool:
         """Put a segment's bytes in order into direction ``d``; True if bytes were added."""

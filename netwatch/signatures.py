@@ -60,7 +60,7 @@ class SignatureError(Exception):
 class NameRule:
     tool: str
     pattern: str
-    regex: re.Pattern[str]
+    regex: Glob | re.Pattern[str]  # .match(lower-case name)
     role: str
     evidence: tuple[str, ...]
     note: str = ""
@@ -105,7 +105,7 @@ class NameMatch:
 class DownloadRule:
     tool: str
     host: str
-    regex: re.Pattern[str]
+    regex: Glob | re.Pattern[str]
     paths: tuple[str, ...]  # glob patterns; empty = any path (a dedicated download host)
     path_regexes: tuple[re.Pattern[str], ...]
 
@@ -244,6 +244,36 @@ def _zone_of_pattern(pattern: str) -> str | None:
     if len(labels) < 2 or "" in labels[-2:]:
         return None
     return ".".join(labels[-2:]).lower()
+
+
+class Glob:
+    """A name pattern that matches like its regex (``pattern_regex``) without compiling one
+    unless it has to: exact names and ``*.zone`` suffixes, most of the rules, are string
+    comparisons, which keeps loading hundreds of signatures quick. Names are compared in
+    lower case; callers pass lower-case names."""
+
+    __slots__ = ("pattern", "exact", "suffix", "_rx")
+
+    def __init__(self, pattern: str):
+        self.pattern = pattern
+        low = pattern.lower()
+        self.exact = low if "*" not in low else None
+        self.suffix = low[1:] if low.startswith("*.") and "*" not in low[1:] else None
+        self._rx: re.Pattern[str] | None = None
+
+    def match(self, name: str) -> bool:
+        if self.exact is not None:
+            return name == self.exact
+        if self.suffix is not None:
+            return name.endswith(self.suffix)
+        if self._rx is None:
+            self._rx = pattern_regex(self.pattern)
+        return self._rx.match(name) is not None
+
+
+def name_matcher(pattern: str) -> Glob | re.Pattern[str]:
+    """What matches names for a pattern: a compiled regex for ``re:``, else a Glob."""
+    return pattern_regex(pattern) if pattern.startswith("re:") else Glob(pattern)
 
 
 class _Checker:
@@ -417,7 +447,7 @@ def load_file(path: str, known_recognisers: Iterable[str] = ()) -> Signature:
         shared = _get(ck, t, "names", i, "shared_with", list, []) or []
         if pat:
             try:
-                rx = pattern_regex(pat)
+                rx = name_matcher(pat)
             except re.error as e:
                 ck.fail("names", i, "pattern", f"bad regular expression: {e}")
                 rx = None
@@ -479,7 +509,7 @@ def load_file(path: str, known_recognisers: Iterable[str] = ()) -> Signature:
             paths = []
         if host:
             try:
-                rx = pattern_regex(host)
+                rx = name_matcher(host)
             except re.error as e:
                 ck.fail("downloads", i, "host", f"bad regular expression: {e}")
                 continue
