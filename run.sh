@@ -2,6 +2,7 @@
 # One entry point for a fresh Debian machine:
 #   bash run.sh demo   install netwatch in .venv and replay the bundled demo capture
 #   bash run.sh test   install netwatch, its test tools and tshark, then run every test
+#   bash run.sh bench  the full benchmark on the 1M-packet home mix (minutes, not in CI)
 # Installs with apt-get (as root, or through sudo) and pip into .venv; safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -40,15 +41,29 @@ case "${1:-}" in
     exec .venv/bin/netwatch replay tests/pcaps/synthetic/demo-anydesk-scam.pcap
     ;;
   test)
-    # tshark is the oracle the decoding tests compare against.
-    apt_install tshark
+    # tshark is the oracle the decoding tests compare against; ndpiReader is the peer the
+    # speed guard measures netwatch against.
+    apt_install tshark libndpi-bin
     venv "[test]"
     .venv/bin/ruff check netwatch tests --exclude tests/pcaps
     .venv/bin/netwatch signatures check
-    exec .venv/bin/python -m pytest -q -p no:cacheprovider tests
+    .venv/bin/python -m pytest -q -p no:cacheprovider tests
+    # Speed guard: a short paired run against ndpiReader; fails only when netwatch's speed
+    # ratio falls below half the one recorded in benchmarks/ratio.json.
+    if [ -f ../shared/bench/make_home_mix.py ] || [ -n "${NETWATCH_SHARED:-}" ]; then
+      exec .venv/bin/netwatch bench --packets 100000 --runs 3 --no-stages --no-nflog \
+        --guard benchmarks/ratio.json
+    fi
+    echo "run.sh: speed guard skipped: the home-mix generator (../shared/bench) is not here"
+    ;;
+  bench)
+    # The full benchmark: the 1M-packet home mix, 3 paired runs, stages, nflog share.
+    apt_install libndpi-bin
+    venv ""
+    exec .venv/bin/netwatch bench --packets 1000000 --runs 3 "${@:2}"
     ;;
   *)
-    echo "usage: bash run.sh demo|test" >&2
+    echo "usage: bash run.sh demo|test|bench" >&2
     exit 64
     ;;
 esac
