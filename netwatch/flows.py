@@ -53,7 +53,7 @@ class Flow:
         "last_ts", "pkts", "bytes", "payload_pkts", "client_syn", "server_synack", "rst",
         "fins", "inspecting", "streams", "segments", "next_seq", "pending", "candidates",
         "verdict", "name", "name_rule", "closing", "key", "rkey", "dns_tools",
-        "events",
+        "events", "narrowed_on",
     )
 
     def __init__(self, fid: int, proto: int, cip: bytes, cport: int, sip: bytes, sport: int,
@@ -87,6 +87,9 @@ class Flow:
         self.rkey: Any = None
         self.dns_tools: set[str] | None = None
         self.events = 0
+        # Direction whose first byte alone chose the candidates (None: not narrowed yet, or
+        # narrowed on both sides).
+        self.narrowed_on: int | None = None
 
     def stop_inspecting(self) -> None:
         """Drop the buffers: from now on the flow is only counted."""

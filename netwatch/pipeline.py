@@ -99,6 +99,9 @@ class Pipeline:
         names = list(recognisers) if recognisers is not None else list(registry)
         self.recognisers: list[Recogniser] = [registry[n](signatures) for n in names]
         self.by_proto = {p: [r for r in self.recognisers if p in r.protos] for p in (TCP, UDP)}
+        # The recognisers that could claim a flow, by its first payload byte.
+        self.by_first = {p: [[r for r in rs if r.could_start(p, b)] for b in range(256)]
+                         for p, rs in self.by_proto.items()}
         # Flow tables, one per transport, keyed by the raw bytes src ip + dst ip + src port +
         # dst port as they sit in an IPv4 packet (12 bytes; 36 for IPv6); each flow is in its
         # table twice, once per direction, with the direction (0 client->server, 1 back).
@@ -138,6 +141,8 @@ class Pipeline:
             c.packets += 1
             c.bytes += len(frame)
             frame_(ts, linktype, frame)
+            if ts > self.now:
+                self.now = ts
 
     def feed_pcap(self, src: PcapFile) -> None:
         """The hot loop: walk a classic pcap file's records in place.
@@ -155,6 +160,7 @@ class Pipeline:
         frame_ = self._frame
         buf, pos, n = b"", 0, 0
         packets = nbytes = counted = 0
+        ts = 0.0
         next_sweep = self._next_sweep
         try:
             while True:
@@ -211,6 +217,8 @@ class Pipeline:
                 next_sweep = self._next_sweep
         finally:
             src.close()
+            if packets and ts > self.now:
+                self.now = ts  # the clock is the last packet's, whichever path it took
             src.st.packets += packets
             c.packets += packets
             c.bytes += nbytes
@@ -338,7 +346,7 @@ class Pipeline:
             f.dns_tools = set()
             f.stop_inspecting()
             return f, (1 if swap else 0)
-        f.candidates = list(self.by_proto[proto])
+        f.candidates = self.by_proto[proto]  # shared until the first payload narrows it
         name = self.names.lookup(srv, ts)
         if name is not None:
             f.name = name
@@ -350,7 +358,11 @@ class Pipeline:
     def _inspect(self, f: Flow, ts: float) -> None:
         keep = []
         best: Detection | None = None
-        for r in f.candidates:
+        cands = f.candidates
+        if cands is self.by_proto[f.proto] or (f.narrowed_on is not None
+                                                 and f.streams[1 - f.narrowed_on]):
+            cands = self._narrow(f)
+        for r in cands:
             res = r.inspect(f)
             if res is GIVE_UP:
                 continue
@@ -363,8 +375,32 @@ class Pipeline:
             if best.confidence == "high":
                 f.stop_inspecting()
                 return
-        if not keep:
-            f.stop_inspecting()
+        if not keep and f.narrowed_on is None:
+            f.stop_inspecting()  # (narrowed on one side: wait for the other side first)
+
+    def _narrow(self, f: Flow) -> list[Recogniser]:
+        """The recognisers the first payload byte of each direction allows. Narrowed on one
+        direction, a flow is widened again once the other side speaks (a server's valid
+        answer to a garbled request still counts)."""
+        table = self.by_first[f.proto]
+        s0, s1 = f.streams
+        if s0 and s1:
+            if f.narrowed_on is None:
+                allowed = set(table[s0[0]]) | set(table[s1[0]])
+                keep = [r for r in f.candidates if r in allowed]
+            else:
+                # Add back the ones this side's byte left out and the other side's allows;
+                # those that ran and gave up stay out.
+                this, other = ((s0, s1) if f.narrowed_on == 0 else (s1, s0))
+                left_out = [r for r in table[other[0]] if r not in table[this[0]]]
+                keep = [r for r in self.by_proto[f.proto]
+                        if r in f.candidates or r in left_out]
+            f.narrowed_on = None
+            return keep
+        if not (s0 or s1):
+            return f.candidates
+        f.narrowed_on = 0 if s0 else 1
+        return table[(s0 or s1)[0]]
 
     def _name_evidence(self, f: Flow) -> Evidence:
         m = f.name_rule

@@ -84,6 +84,12 @@ class Recogniser:
     def inspect(self, flow: FlowView) -> Result:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def could_start(self, proto: int, first: int) -> bool:
+        """Whether a flow whose first payload byte (either direction) is ``first`` could be
+        this protocol. The pipeline asks once per flow, so that a TLS connection is shown to
+        the TLS recogniser alone; say True when unsure."""
+        return True
+
 
 REGISTRY: dict[str, type[Recogniser]] = {}
 

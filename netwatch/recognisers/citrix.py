@@ -24,6 +24,10 @@ class CitrixRecogniser(Recogniser):
     name = "citrix"
     protos = (6,)
 
+
+    def could_start(self, proto: int, first: int) -> bool:
+        return first in (ICA_PREAMBLE[0], CGP_MAGIC[0])
+
     def inspect(self, flow: FlowView) -> Result:
         firsts = [_first(s) for s in flow.segments]
         seen = [f for f in firsts if f is not None]

@@ -25,6 +25,10 @@ class HttpRecogniser(Recogniser):
     name = "http"
     protos = (6,)
 
+
+    def could_start(self, proto: int, first: int) -> bool:
+        return any(m[0] == first for m in METHODS)
+
     def inspect(self, flow: FlowView) -> Result:
         cts = bytes(flow.streams[0][:MAX_HEAD])
         if not cts:

@@ -39,6 +39,10 @@ class NoMachineRecogniser(Recogniser):
     name = "nomachine"
     protos = (6, 17)
 
+
+    def could_start(self, proto: int, first: int) -> bool:
+        return proto == 17 or first == 0x4E  # "NXSH-" / "NXD-"; UDP frames start anyhow
+
     def inspect(self, flow: FlowView) -> Result:
         if flow.proto == 17:
             return self._udp(flow)

@@ -25,6 +25,15 @@ class PayloadRecogniser(Recogniser):
     name = "payload"
     protos = (6, 17)
 
+
+    def could_start(self, proto: int, first: int) -> bool:
+        for rule in self.signatures.payloads:
+            if (rule.proto == "tcp") != (proto == 6):
+                continue
+            if rule.offset > 0 or any(p[0] == first for p in rule.prefixes):
+                return True
+        return False
+
     def inspect(self, flow: FlowView) -> Result:
         cseg, sseg = flow.segments
         alive = False

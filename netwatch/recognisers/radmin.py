@@ -32,6 +32,10 @@ class RadminRecogniser(Recogniser):
     name = "radmin"
     protos = (6,)
 
+
+    def could_start(self, proto: int, first: int) -> bool:
+        return first == MAGIC[0]
+
     def inspect(self, flow: FlowView) -> Result:
         cseg, sseg = flow.segments
         c = cseg[0] if cseg else None

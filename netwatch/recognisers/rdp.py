@@ -185,6 +185,10 @@ class RdpRecogniser(Recogniser):
     name = "rdp"
     protos = (6, 17)
 
+
+    def could_start(self, proto: int, first: int) -> bool:
+        return proto == 17 or first == 0x03  # TPKT version 3; RDPEUDP takes any datagram
+
     def inspect(self, flow: FlowView) -> Result:
         if flow.proto == 17:
             return self._udp(flow)

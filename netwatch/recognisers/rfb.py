@@ -33,6 +33,10 @@ class RfbRecogniser(Recogniser):
     name = "rfb"
     protos = (6,)
 
+
+    def could_start(self, proto: int, first: int) -> bool:
+        return first == 0x52  # "RFB ", from whichever side speaks first
+
     def inspect(self, flow: FlowView) -> Result:
         cts, stc = flow.streams
         srv = parse_version(stc) if stc else None

@@ -220,6 +220,10 @@ class TlsRecogniser(Recogniser):
     name = "tls"
     protos = (6,)
 
+
+    def could_start(self, proto: int, first: int) -> bool:
+        return CT_CCS <= first <= CT_APPDATA  # a TLS record, from the start or mid-stream
+
     def inspect(self, flow: FlowView) -> Result:
         cts, stc = flow.streams
         client = read_flight(cts) if cts else TlsInfo()

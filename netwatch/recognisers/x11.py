@@ -73,6 +73,12 @@ class X11Recogniser(Recogniser):
     name = "x11"
     protos = (6, 17)
 
+
+    def could_start(self, proto: int, first: int) -> bool:
+        if proto == 17:
+            return first == 0  # XDMCP version 1, big-endian
+        return first in _u16
+
     def inspect(self, flow: FlowView) -> Result:
         if flow.proto == 17:
             return self._xdmcp(flow)
