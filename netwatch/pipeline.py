@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +108,9 @@ class Pipeline:
         self.tcp: dict[bytes, tuple[Flow, int]] = {}
         self.udp: dict[bytes, tuple[Flow, int]] = {}
         self.tables = {TCP: self.tcp, UDP: self.udp}
+        # Every live flow once, oldest first (dicts keep insertion order): what sweeps,
+        # eviction and the end of a file walk.
+        self.live: dict[int, Flow] = {}
         self.names = NameCache()
         self.c = Counters()
         self.findings: dict[int, Finding] = {}
@@ -335,9 +338,10 @@ class Pipeline:
         table = self.tables[proto]
         table[f.key] = (f, 0)
         table[f.rkey] = (f, 1)
+        self.live[f.id] = f
         c = self.c
         c.flows += 1
-        live = (len(self.tcp) + len(self.udp)) // 2
+        live = len(self.live)
         if live > c.max_concurrent_flows:
             c.max_concurrent_flows = live
         if live > MAX_FLOWS:
@@ -490,9 +494,7 @@ class Pipeline:
     def _sweep(self, now: float) -> None:
         self._next_sweep = now + SWEEP_INTERVAL
         expired = []
-        for f, d in self._flow_entries():
-            if d:
-                continue
+        for f in self.live.values():
             idle = now - f.last_ts
             if f.proto == UDP:
                 limit = TIMEOUT_UDP
@@ -508,16 +510,16 @@ class Pipeline:
             self._finish(f)
 
     def _evict_oldest(self) -> None:
-        firsts = [next(iter(t.values()))[0] for t in (self.tcp, self.udp) if t]
-        if firsts:
+        if self.live:
             self.c.flows_evicted += 1
-            self._finish(min(firsts, key=lambda f: f.id))
+            self._finish(next(iter(self.live.values())))
 
     def _finish(self, f: Flow) -> None:
         """A flow ends (timeout, eviction, end of input): last look, then forget it."""
         table = self.tables[f.proto]
         table.pop(f.key, None)
         table.pop(f.rkey, None)
+        self.live.pop(f.id, None)
         if f.inspecting and f.candidates and f.payload_pkts:
             f.closing = True
             self._inspect(f, f.last_ts)
@@ -536,13 +538,8 @@ class Pipeline:
 
     def end_flows(self) -> None:
         """Finish every flow, in the order they began."""
-        for f in sorted((f for f, d in self._flow_entries() if d == 0), key=lambda f: f.id):
+        for f in list(self.live.values()):
             self._finish(f)
-
-    def _flow_entries(self) -> Iterator[tuple[Flow, int]]:
-        """Every (flow, direction) entry of both tables; do not finish flows meanwhile."""
-        yield from self.tcp.values()
-        yield from self.udp.values()
 
     def finish(self) -> Result:
         """End of input."""
