@@ -91,6 +91,17 @@ class Flow:
         # narrowed on both sides).
         self.narrowed_on: int | None = None
 
+    def saw_close(self, flags: int) -> None:
+        """A FIN or RST went by (TCP flags): the connection is closing after a RST or a FIN
+        each way."""
+        if flags & 0x04:
+            self.rst = True
+            self.closing = True
+        elif flags & 0x01:
+            self.fins += 1
+            if self.fins >= 2:
+                self.closing = True
+
     def stop_inspecting(self) -> None:
         """Drop the buffers: from now on the flow is only counted."""
         self.inspecting = False

@@ -189,6 +189,8 @@ class Pipeline:
                 nbytes += incl
                 ts = sec + frac * scale
                 hit = None
+                query = False
+                fin_rst = 0
                 if ethernet and incl >= 42:
                     if (buf[o + 12] == 8 and buf[o + 13] == 0 and buf[o + 14] == 0x45
                             and not (buf[o + 20] & 0x1F or buf[o + 21])):
@@ -196,21 +198,27 @@ class Pipeline:
                         # are the 12 bytes from offset 26.
                         p = buf[o + 23]
                         if p == TCP:
-                            if incl >= 54 and not buf[o + 47] & 0x07:  # no SYN/FIN/RST
+                            if incl >= 54 and not buf[o + 47] & 0x02:  # SYNs take the full path
                                 hit = tcp.get(buf[o + 26:o + 38])
+                                fin_rst = buf[o + 47] & 0x05
                         elif p == UDP:
                             hit = udp.get(buf[o + 26:o + 38])
+                            # A DNS query (QR bit clear) carries nothing netwatch reads.
+                            query = incl >= 45 and not buf[o + 44] & 0x80
                     elif buf[o + 12] == 0x86 and buf[o + 13] == 0xDD and incl >= 62:
                         # IPv6 with TCP or UDP right after the fixed header: 36 key bytes.
                         p = buf[o + 20]
                         if p == TCP:
-                            if incl >= 74 and not buf[o + 67] & 0x07:
+                            if incl >= 74 and not buf[o + 67] & 0x02:
                                 hit = tcp.get(buf[o + 22:o + 58])
+                                fin_rst = buf[o + 67] & 0x05
                         elif p == UDP:
                             hit = udp.get(buf[o + 22:o + 58])
                 if hit is not None and ts < next_sweep:
                     f, d = hit
-                    if not f.inspecting and f.dns_tools is None:
+                    if not f.inspecting and (f.dns_tools is None or query):
+                        if fin_rst:
+                            f.saw_close(fin_rst)
                         f.pkts[d] += 1
                         f.bytes[d] += incl
                         f.last_ts = ts
@@ -286,13 +294,8 @@ class Pipeline:
                     f.server_synack = True
                 if f.inspecting:
                     f.next_seq[d] = (seq + 1) % (1 << 32)
-            if flags & dec.TCP_RST:
-                f.rst = True
-                f.closing = True
-            elif flags & dec.TCP_FIN:
-                f.fins += 1
-                if f.fins >= 2:
-                    f.closing = True
+            if flags & 0x05:
+                f.saw_close(flags)
         if not payload:
             return
         f.payload_pkts += 1
