@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import decode as dec
+from .addresses import ip_bytes, is_lan_address
 from .eventlog import EventLog, iso_timestamp
 from .flows import (
     INSPECT_PACKETS,
@@ -26,7 +27,9 @@ from .flows import (
     Flow,
 )
 from .names import DnsError, NameCache, parse_response
+from .policy import Policy
 from .recognisers import GIVE_UP, Detection, Evidence, Recogniser, load_all
+from .sessions import SessionTracker, Thresholds
 from .signatures import DETECTING_ROLES, SignatureSet
 from .sources.capture import MAX_RECORD, PcapFile, ReadStats, open_source
 
@@ -37,6 +40,8 @@ PROTO_NAME = {TCP: "TCP", UDP: "UDP"}
 # Ports below this are services: when a capture starts mid-connection, the side on such a
 # port is taken as the server (IANA's system ports, RFC 6335 §6).
 SYSTEM_PORTS = 1024
+# A bank looked up again by the same device within this time is not reported again.
+BANKING_REPEAT_S = 600.0
 _PORTS = struct.Struct("!HH").pack
 
 
@@ -88,13 +93,23 @@ class Finding:
 class Result:
     counters: Counters
     findings: list[Finding] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Pipeline:
     def __init__(self, signatures: SignatureSet, log: EventLog,
-                 recognisers: Iterable[str] | None = None):
+                 recognisers: Iterable[str] | None = None, household: Any = None,
+                 thresholds: Thresholds | None = None):
         self.sigs = signatures
         self.log = log
+        # The household (netwatch.household.Household) names devices, and with it the
+        # policy turns sessions into alerts; without it sessions are still tracked.
+        self.household = household
+        self.sessions = SessionTracker(self._session_event, thresholds)
+        self.policy = (Policy(household, {t: s.name for t, s in signatures.by_tool.items()})
+                       if household is not None else None)
+        self.banking_seen: dict[tuple[str, str], float] = {}
+        self._sweep_due = 0.0
         registry = load_all()
         names = list(recognisers) if recognisers is not None else list(registry)
         self.recognisers: list[Recogniser] = [registry[n](signatures) for n in names]
@@ -114,6 +129,7 @@ class Pipeline:
         self.names = NameCache()
         self.c = Counters()
         self.findings: dict[int, Finding] = {}
+        self.alerts: list[dict[str, Any]] = []
         self.pcap_name: str | None = None
         self._next_id = 1
         self._next_sweep = 0.0
@@ -132,7 +148,7 @@ class Pipeline:
             self.feed(src)
         # Each file is its own stretch of time: its flows end with it.
         self.end_flows()
-        self._next_sweep = 0.0
+        self._next_sweep = self._sweep_due = 0.0
         if stats.truncated:
             self.c.files_truncated += 1
 
@@ -274,7 +290,7 @@ class Pipeline:
                 hit: tuple[Flow, int] | None) -> None:
         self.now = ts
         if ts >= self._next_sweep:
-            self._sweep(ts)
+            self._clock(ts)
         if hit is not None:
             f, d = hit
             if proto == TCP and f.closing and flags & 0x12 == dec.TCP_SYN and d == 0:
@@ -452,6 +468,7 @@ class Pipeline:
         }
         if det.variant:
             ev["remote_access"]["variant"] = det.variant
+        self._add_device(ev, f.client_ip, f.server_ip)
         self.log.write(ev)
         self.c.events += 1
         f.events += 1
@@ -463,6 +480,8 @@ class Pipeline:
         else:
             fnd.detection = det
             fnd.ts = ts
+        self.sessions.on_detection(f, det, ts)
+        self._next_sweep = min(self._next_sweep, self.sessions.next_tick)
 
     # ------------------------------------------------------------------ DNS
 
@@ -478,6 +497,8 @@ class Pipeline:
         self.c.dns_answers += 1
         for addr, ttl in addrs:
             self.names.add(addr, qname, ttl, ts)
+        if self.household is not None:
+            self._banking(f, qname, ts)
         for name in chain:
             m = self.sigs.match_name(name, "dns")
             if m is None or m.role not in DETECTING_ROLES:
@@ -492,10 +513,79 @@ class Pipeline:
             self._detect(f, det, ts)
             return
 
+    def _banking(self, f: Flow, qname: str, ts: float) -> None:
+        """A household device looked up its bank: a context event for the policy (once per
+        device and bank every BANKING_REPEAT_S)."""
+        hit = self.household.banking(qname)
+        if hit is None:
+            return
+        domain, country = hit
+        device = ip_text(f.client_ip)
+        key = (device, domain)
+        last = self.banking_seen.get(key)
+        if last is not None and ts - last < BANKING_REPEAT_S:
+            return
+        if len(self.banking_seen) > 4096:
+            self.banking_seen.clear()
+        self.banking_seen[key] = ts
+        ev: dict[str, Any] = {
+            "timestamp": iso_timestamp(ts), "event_type": "dns", "flow_id": f.id,
+            "src_ip": device, "src_port": f.client_port, "dest_ip": ip_text(f.server_ip),
+            "dest_port": f.server_port, "proto": PROTO_NAME[f.proto],
+            "dns": {"type": "answer", "rrname": qname, "category": "banking",
+                    "bank": domain, "country": country},
+        }
+        self._write(ev, f.client_ip, None)
+
+    # ------------------------------------------------------------------ sessions, policy
+
+    def _session_event(self, ev: dict[str, Any], _s: Any) -> None:
+        self._write(ev, ip_bytes(ev["src_ip"]), None)
+
+    def _write(self, ev: dict[str, Any], a: bytes, b: bytes | None) -> None:
+        """Write a non-detection event (session, context) and let the policy see it."""
+        if self.pcap_name is not None:
+            ev["pcap_filename"] = self.pcap_name
+        self._add_device(ev, a, b)
+        self.log.write(ev)
+        self.c.events += 1
+        if self.policy is not None:
+            for alert in self.policy.observe(ev):
+                if self.pcap_name is not None:
+                    alert["pcap_filename"] = self.pcap_name
+                self._add_device(alert, ip_bytes(alert["src_ip"]), None)
+                self.log.write(alert)
+                self.c.events += 1
+                self.alerts.append(alert)
+
+    def _add_device(self, ev: dict[str, Any], a: bytes, b: bytes | None) -> None:
+        """The envelope's ``device`` when the household knows the LAN side."""
+        if self.household is None:
+            return
+        for raw in (a, b):
+            if raw is None or not is_lan_address(raw):
+                continue
+            ip = ip_text(raw)
+            dev = self.household.device_for(ip)
+            if dev is not None:
+                person = self.household.person_of(dev)
+                ev["device"] = {"name": dev.name, "person": person.name if person else None,
+                                "mac": dev.macs[0] if dev.macs else None, "ip": ip}
+                return
+
     # ------------------------------------------------------------------ ending flows
 
+    def _clock(self, now: float) -> None:
+        """Timed work on packet time: idle-flow sweeps and the sessions' counter ticks. The
+        hot loop leaves the fast path once ``_next_sweep`` is reached."""
+        if now >= self._sweep_due:
+            self._sweep(now)
+        if now >= self.sessions.next_tick:
+            self.sessions.tick(now)
+        self._next_sweep = min(self._sweep_due, self.sessions.next_tick)
+
     def _sweep(self, now: float) -> None:
-        self._next_sweep = now + SWEEP_INTERVAL
+        self._sweep_due = now + SWEEP_INTERVAL
         expired = []
         for f in self.live.values():
             idle = now - f.last_ts
@@ -538,6 +628,7 @@ class Pipeline:
         fnd = self.findings.get(f.id)
         if fnd is not None:
             fnd.bytes_toserver, fnd.bytes_toclient = f.bytes[0], f.bytes[1]
+        self.sessions.on_flow_end(f, max(self.now, f.last_ts))
 
     def end_flows(self) -> None:
         """Finish every flow, in the order they began."""
@@ -547,8 +638,10 @@ class Pipeline:
     def finish(self) -> Result:
         """End of input."""
         self.end_flows()
+        self.sessions.finish(self.now)
         self.log.flush()
-        return Result(self.c, sorted(self.findings.values(), key=lambda x: x.flow_id))
+        return Result(self.c, sorted(self.findings.values(), key=lambda x: x.flow_id),
+                      list(self.alerts))
 
     def stats_event(self) -> dict[str, Any]:
         c = self.c

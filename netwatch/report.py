@@ -49,9 +49,28 @@ def _size(n: int) -> str:
     return str(n)
 
 
+SEVERITY_MARK = {"critical": "!!", "warning": "! ", "info": "  "}
+
+
+def _alert_lines(result: Result) -> list[str]:
+    """The household's alerts first: what a carer would be told, and why."""
+    if not result.alerts:
+        return []
+    lines = [f"Alerts for the household ({len(result.alerts)}):"]
+    for ev in result.alerts:
+        a = ev["alert"]
+        when = ev["timestamp"][:19].replace("T", " ")
+        muted = "" if a.get("notify", True) else "  (observe mode: not sent)"
+        lines.append(f"  {SEVERITY_MARK[a['severity']]}{a['severity'].upper():<8} {when} UTC  "
+                     f"{a['title']}{muted}")
+        lines.extend(f"      - {r}" for r in a["reasons"])
+    lines.append("")
+    return lines
+
+
 def summary_text(result: Result, captures: tuple[str, ...]) -> str:
     c = result.counters
-    lines = []
+    lines = _alert_lines(result)
     real = [f for f in result.findings if f.detection.role != "scan"]
     scans = [f for f in result.findings if f.detection.role == "scan"]
     if real:
@@ -104,4 +123,5 @@ def summary_json(result: Result, captures: tuple[str, ...]) -> dict[str, Any]:
              "pcap": f.pcap}
             for f in result.findings
         ],
+        "alerts": [ev["alert"] | {"timestamp": ev["timestamp"]} for ev in result.alerts],
     }

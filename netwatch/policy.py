@@ -1,0 +1,253 @@
+"""The policy: sessions and household context in, decisions a family agrees with out.
+
+``decide(events, household, now)`` is a pure function: the same events, household and time
+always give the same alerts. ``Policy`` is its incremental form, used while replaying or
+watching: it sees each event once, in order, and returns the ``alert`` events it causes.
+
+The rules, in the order they are applied to a session of a remote-access tool:
+
+1. A trusted tool or peer for the device (``trusted`` in the household file): no alert.
+2. A client idling with its vendor's ID server: no alert (TeamViewer on the son's laptop).
+3. A session being set up (``connecting``) outside the expected help windows: ``warning``.
+4. A session in control of the screen (``active``): ``info`` inside an expected help window,
+   ``critical`` outside one (an unexpected tool, at an unexpected time).
+5. Online banking opened on the device while its session is connecting or active:
+   ``critical``, whatever the window.
+6. A return (the same tool on the device again, or the same remote peer) and an installer
+   download just before a first session add their reason and raise the severity one step.
+
+A device in ``observe`` mode gets its alerts written with ``notify: false``; every reason is
+one plain sentence in English (issue 7 translates them for the carers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .eventlog import iso_timestamp
+
+SEVERITIES = ("info", "warning", "critical")
+LIVE_STATES = ("connecting", "active")
+
+
+def parse_time(ts: str) -> datetime:
+    return datetime.fromisoformat(ts)
+
+
+def _raise(sev: str) -> str:
+    return SEVERITIES[min(SEVERITIES.index(sev) + 1, len(SEVERITIES) - 1)]
+
+
+def _minutes(seconds: float) -> str:
+    m = int(seconds // 60)
+    if m < 1:
+        return "less than a minute"
+    if m < 120:
+        return f"{m} min"
+    h = m / 60
+    if h < 48:
+        return f"{h:.0f} h"
+    return f"{h / 24:.0f} days"
+
+
+@dataclass
+class _SessionView:
+    id: int
+    tool: str
+    device_ip: str
+    state: str = "idle"
+    started: str = ""
+    active_since: str = ""
+    duration_s: float = 0.0
+    relayed: bool = False
+    peers: list[str] = field(default_factory=list)
+    returning: dict[str, Any] | None = None
+    after_download: dict[str, Any] | None = None
+    banking: list[str] = field(default_factory=list)
+    severity: str | None = None  # of the last alert sent for it
+    alerts: int = 0
+    said: set[str] = field(default_factory=set)  # what its alerts have covered
+
+
+class Policy:
+    """Turns the event stream into ``alert`` events, one session at a time."""
+
+    def __init__(self, household: Any, tool_names: dict[str, str] | None = None):
+        self.h = household
+        self.names = tool_names or {}
+        self.sessions: dict[int, _SessionView] = {}
+        self.live_by_device: dict[str, set[int]] = {}
+
+    # ------------------------------------------------------------------ input
+
+    def observe(self, ev: dict[str, Any]) -> list[dict[str, Any]]:
+        kind = ev.get("event_type")
+        if kind == "session":
+            return self._session(ev)
+        if kind == "dns" and ev.get("dns", {}).get("category") == "banking":
+            return self._banking(ev)
+        return []
+
+    def _session(self, ev: dict[str, Any]) -> list[dict[str, Any]]:
+        body = ev["session"]
+        sid = body["id"]
+        v = self.sessions.get(sid)
+        if v is None:
+            v = self.sessions[sid] = _SessionView(sid, body["tool"], ev.get("src_ip", ""))
+        v.state = body["state"]
+        v.started = body["started"]
+        v.active_since = body.get("active_since", "")
+        v.duration_s = body["duration_s"]
+        v.relayed = body.get("relayed", False)
+        v.peers = body.get("peers", [])
+        v.returning = body.get("returning")
+        v.after_download = body.get("after_download")
+        live = self.live_by_device.setdefault(v.device_ip, set())
+        if v.state in LIVE_STATES:
+            live.add(sid)
+        else:
+            live.discard(sid)
+        if v.state == "ended":
+            self.sessions.pop(sid, None)
+            return []
+        return self._evaluate(v, ev["timestamp"])
+
+    def _banking(self, ev: dict[str, Any]) -> list[dict[str, Any]]:
+        ip = ev.get("src_ip", "")
+        bank = ev["dns"].get("bank") or ev["dns"].get("rrname", "")
+        out = []
+        for sid in sorted(self.live_by_device.get(ip, ())):
+            v = self.sessions[sid]
+            if bank not in v.banking:
+                v.banking.append(bank)
+                out += self._evaluate(v, ev["timestamp"])
+        return out
+
+    # ------------------------------------------------------------------ rules
+
+    def _evaluate(self, v: _SessionView, ts: str) -> list[dict[str, Any]]:
+        when = parse_time(ts)
+        device = self.h.device_for(v.device_ip) if self.h is not None else None
+        who = self._who(device, v.device_ip)
+        tool = self.names.get(v.tool, v.tool)
+        if self.h is not None:
+            for peer in v.peers or [None]:
+                ip = peer if peer and _is_ip(peer) else None
+                name = peer if peer and not _is_ip(peer) else None
+                if self.h.trusted_rule(device, v.tool, ip, name) is not None:
+                    return []
+        if v.state not in LIVE_STATES:
+            return []  # an idle client, or a session that went quiet: nothing to tell
+        window = self.h.window_at(when, device, v.tool) if self.h is not None else None
+        reasons: list[str] = []
+        length = _minutes((when - parse_time(v.active_since or v.started)).total_seconds())
+        if v.state == "active":
+            what = f"{tool} session active on {who} for {length}"
+        else:
+            what = f"{tool} connection being set up on {who}"
+        if window is not None:
+            severity = "info"
+            reasons.append(f"{what}, inside the expected help window "
+                           f"({_window_text(window)}).")
+        else:
+            severity = "critical" if v.state == "active" else "warning"
+            nxt = self._next_window(when, device)
+            reasons.append(f"{what}, outside the expected help windows" +
+                           (f" (next: {nxt})." if nxt else "; none is set for this device."))
+        if v.relayed:
+            reasons.append(f"The connection goes through {tool}'s relay servers, so the "
+                           "other side can be anywhere.")
+        if v.banking:
+            severity = "critical"
+            banks = ", ".join(v.banking)
+            reasons.append(f"Online banking ({banks}) was opened during the session.")
+        if v.returning:
+            r = v.returning
+            ago = _minutes(r["ago_s"])
+            if r.get("same_peer"):
+                reasons.append(f"The same remote side was seen in an earlier session "
+                               f"{ago} ago: scammers often come back.")
+            else:
+                reasons.append(f"{tool} was used on this device {ago} ago: scammers often "
+                               "come back.")
+            severity = _raise(severity)
+        if v.after_download:
+            reasons.append(f"{tool} was downloaded {_minutes(v.after_download['ago_s'])} "
+                           "before this session started.")
+            severity = _raise(severity)
+        said = {v.state, "window" if window is not None else "outside",
+                *(f"bank:{b}" for b in v.banking)}
+        if v.severity is not None and not (said - v.said) and \
+                SEVERITIES.index(severity) <= SEVERITIES.index(v.severity):
+            return []  # nothing new to say: the last alert for this session still stands
+        v.said |= said
+        v.severity = severity
+        v.alerts += 1
+        notify = getattr(device, "policy", "alert") != "observe"
+        actions = ["block", "allow"] if notify and severity != "info" else []
+        title = {"info": f"{tool} in use on {who} (expected help)",
+                 "warning": f"{tool} connecting on {who}",
+                 "critical": f"{tool} is controlling {who}"}[severity]
+        if v.state != "active" and severity == "critical":
+            title = f"{tool} on {who}: possible scam"
+        alert: dict[str, Any] = {
+            "id": f"{v.id}-{v.alerts}", "severity": severity, "title": title,
+            "reasons": reasons, "session_id": v.id, "tool": v.tool, "state": v.state,
+            "actions": actions, "notify": notify,
+        }
+        ev: dict[str, Any] = {"timestamp": ts, "event_type": "alert", "src_ip": v.device_ip,
+                              "alert": alert}
+        if device is not None:
+            alert["device"] = device.name
+        return [ev]
+
+    # ------------------------------------------------------------------ wording
+
+    def _who(self, device: Any, ip: str) -> str:
+        if device is None:
+            return f"device {ip}"
+        person = self.h.person_of(device) if self.h is not None else None
+        if person is not None:
+            return f"{person.name}'s {device.name}"
+        return device.name
+
+    def _next_window(self, when: datetime, device: Any) -> str:
+        if self.h is None:
+            return ""
+        nxt = self.h.next_windows(when, 1, device)
+        return _window_text(nxt[0]) if nxt else ""
+
+
+def _window_text(w: Any) -> str:
+    start, end = w.start, w.end
+    return f"{w.name}, {start:%a %H:%M}–{end:%H:%M}"
+
+
+def _is_ip(s: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(s)
+    except ValueError:
+        return False
+    return True
+
+
+def decide(events: list[dict[str, Any]], household: Any, now: datetime,
+           tool_names: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The alerts the events up to ``now`` cause for this household (pure)."""
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    policy = Policy(household, tool_names)
+    out: list[dict[str, Any]] = []
+    for ev in events:
+        ts = ev.get("timestamp")
+        if ts is None or parse_time(ts) > now:
+            continue
+        out += policy.observe(ev)
+    return out
+
+
+__all__ = ["Policy", "decide", "iso_timestamp"]

@@ -1,0 +1,284 @@
+"""Sessions: the tracker's view of a remote-access tool in use on one household device.
+
+Detections say *what* a flow is; a session says what is *happening*: a client idling with its
+vendor's ID server, a connection being set up, someone in control of the screen, the end.
+A session is one tool on one LAN device; it gathers that tool's flows from that device
+(rendezvous, relay, direct session flows) and reads their byte counters on a clock tick.
+
+States (architecture: ``session`` events on each change):
+
+- ``idle``: only the ID/broker (rendezvous) connection, keepalive traffic;
+- ``connecting``: a relay or direct session flow exists, traffic not (yet) sustained;
+- ``active``: sustained two-way traffic: at least ``active_bps`` bytes per second both ways
+  together, with the lighter direction (keyboard and mouse one way, the screen the other)
+  at least ``input_bps``, for ``active_ticks`` ticks in a row;
+- ``ended``: all its flows have ended.
+
+The thresholds come from the labelled corpus (see docs/sessions.md): idle keepalives run at
+70-360 B/s both ways together (AnyDesk's idle relay link, TeamViewer's ID server over 400 s),
+live sessions at 2,800-28,000 B/s (RDP, VNC, an AnyDesk relay session).
+
+Two facts about a session's past are attached when it starts: a *return* (the same tool on the
+same device within ``return_window_s``, or any session to the same remote peer), and a
+*download* of the tool's installer on the device shortly before (``download_window_s``).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .addresses import is_lan_address
+from .eventlog import iso_timestamp
+from .flows import Flow
+from .recognisers import Detection
+
+CARRIER_ROLES = ("session", "relay", "rendezvous", "unknown")
+RELAY_ROLES = ("relay",)
+CONNECT_ROLES = ("session", "relay")
+
+
+@dataclass
+class Thresholds:
+    """Configurable; the defaults are justified in docs/sessions.md from the corpus."""
+
+    tick_s: float = 5.0  # how often the counters are read (packet time)
+    active_bps: float = 2000.0  # both directions together, per second
+    input_bps: float = 40.0  # the lighter direction, per second
+    active_after_s: float = 5.0  # above the thresholds this long (one tick) -> active
+    quiet_after_s: float = 30.0  # below them this long -> back to connecting
+    return_window_s: float = 30 * 86400.0  # a session of the same tool within 30 days
+    download_window_s: float = 3600.0  # a download of the tool within the hour before
+    max_flows: int = 64  # flows remembered per session
+    history: int = 256  # ended sessions remembered for returns
+
+
+@dataclass
+class Session:
+    id: int
+    tool: str
+    device_ip: str
+    started: float
+    state: str = "idle"
+    relayed: bool = False
+    direct: bool = False
+    flows: list[Flow] = field(default_factory=list)
+    peers: set[str] = field(default_factory=set)  # remote addresses and names
+    ended_bytes: list[int] = field(default_factory=lambda: [0, 0])  # of flows no longer held
+    last_bytes: list[int] = field(default_factory=lambda: [0, 0])
+    last_tick: float = 0.0  # when its counters were last read
+    hot_since: float | None = None  # start of the current run of busy ticks
+    cold_since: float | None = None  # start of the current run of quiet ticks
+    last_change: float = 0.0
+    active_since: float | None = None
+    returning: dict[str, Any] | None = None
+    after_download: dict[str, Any] | None = None
+
+    def flow_bytes(self, f: Flow) -> tuple[int, int]:
+        """One flow's bytes, device -> remote first."""
+        if ip_str(f.client_ip) == self.device_ip:
+            return f.bytes[0], f.bytes[1]
+        return f.bytes[1], f.bytes[0]
+
+    def bytes(self) -> tuple[int, int]:
+        """Bytes each way, device -> remote first, over all its flows so far."""
+        out, inn = self.ended_bytes
+        for f in self.flows:
+            o, i = self.flow_bytes(f)
+            out += o
+            inn += i
+        return out, inn
+
+
+def ip_str(raw: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+
+
+class SessionTracker:
+    """Builds sessions from detections and flow counters; ``emit`` receives each ``session``
+    event (a dict without the envelope's device, which the pipeline adds)."""
+
+    def __init__(self, emit: Callable[[dict[str, Any], Session], None],
+                 thresholds: Thresholds | None = None):
+        self.t = thresholds or Thresholds()
+        self.emit = emit
+        self.open: dict[tuple[str, str], Session] = {}
+        self.by_flow: dict[int, Session] = {}
+        self.ended: deque[tuple[float, Session]] = deque(maxlen=self.t.history)
+        self.downloads: deque[tuple[float, str, str]] = deque(maxlen=self.t.history)
+        self._next_id = 1
+        self.next_tick = float("inf")
+
+    # ------------------------------------------------------------------ input
+
+    def on_detection(self, f: Flow, det: Detection, ts: float) -> None:
+        """A flow got a verdict (pipeline._emit_detection)."""
+        device = self._device_ip(f)
+        if device is None:
+            return
+        if det.role == "download":
+            self.downloads.append((ts, device, det.tool))
+            return
+        if det.role not in CARRIER_ROLES:
+            return
+        key = (device, det.tool)
+        s = self.open.get(key)
+        if s is None:
+            s = Session(self._next_id, det.tool, device, ts, last_change=ts)
+            self._next_id += 1
+            self.open[key] = s
+            self._remember_past(s, f, ts)
+            new = True
+        else:
+            new = False
+        if f.id not in self.by_flow or self.by_flow[f.id] is not s:
+            old = self.by_flow.get(f.id)
+            if old is not None and old is not s:
+                o, i = old.flow_bytes(f)
+                old.ended_bytes[0] += o
+                old.ended_bytes[1] += i
+                old.flows = [x for x in old.flows if x is not f]
+            if len(s.flows) < self.t.max_flows:
+                s.flows.append(f)
+                self.by_flow[f.id] = s
+        s.peers.add(ip_str(f.server_ip if ip_str(f.client_ip) == device else f.client_ip))
+        if f.name:
+            s.peers.add(f.name)
+        state = s.state
+        if det.role in RELAY_ROLES:
+            s.relayed = True
+        if det.role == "session":
+            s.direct = True
+        if det.role in CONNECT_ROLES and state == "idle":
+            state = "connecting"
+        if new or state != s.state:
+            self._change(s, state, ts)
+        if self.next_tick == float("inf"):
+            self.next_tick = ts + self.t.tick_s
+
+    def on_flow_end(self, f: Flow, ts: float) -> None:
+        """A flow was finished (timeout, end of input): a session with no flow left ends."""
+        s = self.by_flow.pop(f.id, None)
+        if s is None:
+            return
+        if f.verdict is not None and f.verdict.role in CONNECT_ROLES:
+            self._evaluate(s, max(ts, f.last_ts))  # a last look at what it carried
+        # The finished flow's bytes stay in the session's totals.
+        o, i = s.flow_bytes(f)
+        s.ended_bytes[0] += o
+        s.ended_bytes[1] += i
+        s.flows = [x for x in s.flows if x is not f]
+        if not s.flows:
+            self._end(s, max(ts, f.last_ts))
+        elif s.state in ("connecting", "active") and not self._carrying(s):
+            # The relay or session link closed; the client stays with its ID server.
+            s.hot_since = s.cold_since = None
+            self._change(s, "idle", max(ts, f.last_ts))
+
+    def tick(self, now: float) -> None:
+        """Read the counters of every open session (called every ``tick_s`` of packet time;
+        packets, not a timer, drive the clock, so rates use the real time elapsed)."""
+        if not self.open:
+            self.next_tick = float("inf")
+            return
+        for s in list(self.open.values()):
+            self._evaluate(s, now)
+        self.next_tick = now + self.t.tick_s
+
+    def _evaluate(self, s: Session, now: float) -> None:
+        since = s.last_tick or s.started
+        if now <= since:
+            return
+        out, inn = s.bytes()
+        d_out, d_in = out - s.last_bytes[0], inn - s.last_bytes[1]
+        s.last_bytes = [out, inn]
+        s.last_tick = now
+        span = now - since
+        rate = (d_out + d_in) / span
+        lighter = min(d_out, d_in) / span
+        if self._carrying(s) and rate >= self.t.active_bps and lighter >= self.t.input_bps:
+            s.cold_since = None
+            if s.hot_since is None:
+                s.hot_since = since
+        else:
+            s.hot_since = None
+            if s.cold_since is None:
+                s.cold_since = since
+        if s.state != "active" and s.hot_since is not None and \
+                now - s.hot_since >= self.t.active_after_s:
+            s.active_since = s.hot_since
+            self._change(s, "active", now)
+        elif s.state == "active" and s.cold_since is not None and \
+                now - s.cold_since >= self.t.quiet_after_s:
+            self._change(s, "connecting" if self._carrying(s) else "idle", now)
+
+    @staticmethod
+    def _carrying(s: Session) -> bool:
+        """A relay or direct session flow is still open."""
+        return any(f.verdict is not None and f.verdict.role in CONNECT_ROLES
+                   for f in s.flows)
+
+    def finish(self, now: float) -> None:
+        """End of input: whatever is still open ends now."""
+        for s in list(self.open.values()):
+            self._end(s, now)
+
+    # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _device_ip(f: Flow) -> str | None:
+        """The household side of a flow: the LAN end (the client when both are)."""
+        if is_lan_address(f.client_ip):
+            return ip_str(f.client_ip)
+        if is_lan_address(f.server_ip):
+            return ip_str(f.server_ip)
+        return None
+
+    def _remember_past(self, s: Session, f: Flow, ts: float) -> None:
+        peer = ip_str(f.server_ip if ip_str(f.client_ip) == s.device_ip else f.client_ip)
+        for ended_at, old in reversed(self.ended):
+            same_tool = old.tool == s.tool and old.device_ip == s.device_ip
+            same_peer = peer in old.peers or (f.name is not None and f.name in old.peers)
+            if (same_tool and ts - ended_at <= self.t.return_window_s) or same_peer:
+                s.returning = {"previous_session": old.id, "ago_s": round(ts - ended_at, 1),
+                               "same_peer": same_peer, "same_device": old.device_ip ==
+                               s.device_ip}
+                break
+        for at, device, tool in reversed(self.downloads):
+            if device == s.device_ip and tool == s.tool and 0 <= ts - at <= \
+                    self.t.download_window_s:
+                s.after_download = {"ago_s": round(ts - at, 1)}
+                break
+
+    def _end(self, s: Session, ts: float) -> None:
+        self.open.pop((s.device_ip, s.tool), None)
+        for f in s.flows:
+            self.by_flow.pop(f.id, None)
+        self._change(s, "ended", ts)
+        self.ended.append((ts, s))
+        s.flows = []
+
+    def _change(self, s: Session, state: str, ts: float) -> None:
+        s.state = state
+        s.last_change = ts
+        self.emit(self.event(s, ts), s)
+
+    def event(self, s: Session, ts: float) -> dict[str, Any]:
+        out, inn = s.bytes()
+        body: dict[str, Any] = {
+            "id": s.id, "tool": s.tool, "state": s.state, "relayed": s.relayed,
+            "started": iso_timestamp(s.started), "duration_s": round(ts - s.started, 3),
+            "bytes_toserver": out, "bytes_toclient": inn,
+            "flows": [f.id for f in s.flows], "peers": sorted(s.peers),
+        }
+        if s.active_since is not None:
+            body["active_since"] = iso_timestamp(s.active_since)
+        if s.returning:
+            body["returning"] = s.returning
+        if s.after_download:
+            body["after_download"] = s.after_download
+        return {"timestamp": iso_timestamp(ts), "event_type": "session",
+                "src_ip": s.device_ip, "session": body}
