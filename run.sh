@@ -38,7 +38,8 @@ venv() {
 case "${1:-}" in
   demo)
     venv ""
-    exec .venv/bin/netwatch replay tests/pcaps/synthetic/demo-anydesk-scam.pcap
+    exec .venv/bin/netwatch replay tests/pcaps/synthetic/demo-anydesk-scam.pcap \
+      --household deploy/household.example.yaml
     ;;
   test)
     # tshark is the oracle the decoding tests compare against; ndpiReader is the peer the

@@ -44,7 +44,11 @@ def main() -> None:
               show_default=True, help="Form of the summary printed at the end.")
 @click.option("--signatures", "sig_dir", default=DEFAULT_DIR, show_default=False,
               type=click.Path(file_okay=False), help="Folder of signature files.")
-def replay(captures: tuple[str, ...], eve_log: str | None, fmt: str, sig_dir: str) -> None:
+@click.option("--household", "household_file", type=click.Path(dir_okay=False),
+              help="The household file: devices, help windows, trust, banking; with it the "
+                   "policy writes alert events and the summary shows them.")
+def replay(captures: tuple[str, ...], eve_log: str | None, fmt: str, sig_dir: str,
+           household_file: str | None) -> None:
     """Run the detection pipeline over capture files (pcap or pcapng), in packet time.
 
     Prints what was found: which device talked to which remote-access tool, when, and how
@@ -52,11 +56,25 @@ def replay(captures: tuple[str, ...], eve_log: str | None, fmt: str, sig_dir: st
     code is then 2.
     """
     sigs = _signatures(sig_dir)
+    household = None
+    if household_file is not None:
+        from .household import HouseholdError, HouseholdUnreadable, load_household
+
+        try:
+            household = load_household(household_file)
+        except HouseholdError as e:
+            for problem in e.problems:
+                click.echo(problem, err=True)
+            # An unreadable file is bad input (2); a file with mistakes is a config error (1),
+            # as with check-config.
+            sys.exit(EXIT_INPUT_ERROR if isinstance(e, HouseholdUnreadable) else 1)
+        for w in household.warnings:
+            click.echo(f"netwatch: warning: {w}", err=True)
     try:
         log = EventLog(eve_log)
     except OSError as e:
         raise click.ClickException(f"cannot write event log {eve_log}: {e.strerror}") from None
-    pipe = Pipeline(sigs, log)
+    pipe = Pipeline(sigs, log, household=household)
     failed = 0
     warnings: list[str] = []
     for path in captures:
@@ -284,3 +302,56 @@ def bench(packets: int, seed: int, pcap: str | None, truth: str | None, runs: in
         failed = failed or not ok
     if failed:
         sys.exit(1)
+
+
+@main.command("check-config")
+@click.argument("file", type=click.Path(dir_okay=True))
+@click.option("--now", "now_text", metavar="ISO8601",
+              help="Show the help windows that come after this time (default: now). "
+                   "Without an offset it is read in the household's time zone.")
+@click.option("--fetch", is_flag=True,
+              help="First download the calendars given by ics_url (10 s each) into cache "
+                   "files beside FILE.")
+def check_config(file: str, now_text: str | None, fetch: bool) -> None:
+    """Check a household file and show what netwatch understood from it.
+
+    Prints the people, carers (notification addresses masked), devices, trusted rules,
+    banking lists, quiet hours and the next five help windows. Problems are printed one per
+    line as FILE:LINE: field: message and the exit code is 1; a file that cannot be read
+    gives exit code 2.
+    """
+    from datetime import UTC, datetime
+
+    from .household import (
+        HouseholdError,
+        HouseholdUnreadable,
+        describe,
+        fetch_calendars,
+        load_household,
+    )
+
+    if now_text is not None:
+        try:
+            now = datetime.fromisoformat(now_text)
+        except ValueError:
+            raise click.BadParameter(f"{now_text!r} is not an ISO 8601 time like "
+                                     "2026-03-29T09:00+02:00", param_hint="--now") from None
+    else:
+        now = datetime.now(UTC)
+    if fetch:
+        for ok, msg in fetch_calendars(file):
+            click.echo(f"fetch: {msg}", err=not ok)
+    try:
+        household = load_household(file)
+    except HouseholdUnreadable as e:
+        click.echo(f"netwatch: {e.problems[0]}", err=True)
+        sys.exit(EXIT_INPUT_ERROR)
+    except HouseholdError as e:
+        for problem in e.problems:
+            click.echo(problem, err=True)
+        sys.exit(1)
+    for w in household.warnings:
+        click.echo(f"warning: {w}", err=True)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=household.tz)
+    click.echo(describe(household, now), nl=False)

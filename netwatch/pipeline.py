@@ -27,7 +27,7 @@ from .flows import (
     Flow,
 )
 from .names import DnsError, NameCache, parse_response
-from .policy import Policy
+from .policy import Policy, display_names
 from .recognisers import GIVE_UP, Detection, Evidence, Recogniser, load_all
 from .sessions import SessionTracker, Thresholds
 from .signatures import DETECTING_ROLES, SignatureSet
@@ -94,6 +94,7 @@ class Result:
     counters: Counters
     findings: list[Finding] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
+    tz: Any = None  # the household's time zone, for people reading the summary
 
 
 class Pipeline:
@@ -106,8 +107,9 @@ class Pipeline:
         # policy turns sessions into alerts; without it sessions are still tracked.
         self.household = household
         self.sessions = SessionTracker(self._session_event, thresholds)
-        self.policy = (Policy(household, {t: s.name for t, s in signatures.by_tool.items()})
-                       if household is not None else None)
+        self.policy = (Policy(household, display_names(
+            {t: s.name for t, s in signatures.by_tool.items()}))
+            if household is not None else None)
         self.banking_seen: dict[tuple[str, str], float] = {}
         self._sweep_due = 0.0
         registry = load_all()
@@ -641,7 +643,7 @@ class Pipeline:
         self.sessions.finish(self.now)
         self.log.flush()
         return Result(self.c, sorted(self.findings.values(), key=lambda x: x.flow_id),
-                      list(self.alerts))
+                      list(self.alerts), getattr(self.household, "tz", None))
 
     def stats_event(self) -> dict[str, Any]:
         c = self.c

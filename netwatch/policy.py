@@ -76,7 +76,7 @@ class Policy:
 
     def __init__(self, household: Any, tool_names: dict[str, str] | None = None):
         self.h = household
-        self.names = tool_names or {}
+        self.names = tool_names if tool_names is not None else default_tool_names()
         self.sessions: dict[int, _SessionView] = {}
         self.live_by_device: dict[str, set[int]] = {}
 
@@ -218,6 +218,23 @@ class Policy:
             return ""
         nxt = self.h.next_windows(when, 1, device)
         return _window_text(nxt[0]) if nxt else ""
+
+
+_NAMES: dict[str, str] = {}
+
+
+def default_tool_names() -> dict[str, str]:
+    """Each tool's name as people say it, from the signature files ("VNC", not "vnc")."""
+    if not _NAMES:
+        from .signatures import load_dir
+
+        _NAMES.update(display_names({t: s.name for t, s in load_dir().by_tool.items()}))
+    return _NAMES
+
+
+def display_names(names: dict[str, str]) -> dict[str, str]:
+    """Signature names without their explanations in brackets."""
+    return {t: n.split(" (", 1)[0] for t, n in names.items()}
 
 
 def _window_text(w: Any) -> str:

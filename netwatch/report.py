@@ -59,9 +59,11 @@ def _alert_lines(result: Result) -> list[str]:
     lines = [f"Alerts for the household ({len(result.alerts)}):"]
     for ev in result.alerts:
         a = ev["alert"]
-        when = ev["timestamp"][:19].replace("T", " ")
+        at = datetime.fromisoformat(ev["timestamp"])
+        when = (at.astimezone(result.tz).strftime("%a %Y-%m-%d %H:%M:%S %Z") if result.tz
+                else at.strftime("%Y-%m-%d %H:%M:%S UTC"))
         muted = "" if a.get("notify", True) else "  (observe mode: not sent)"
-        lines.append(f"  {SEVERITY_MARK[a['severity']]}{a['severity'].upper():<8} {when} UTC  "
+        lines.append(f"  {SEVERITY_MARK[a['severity']]}{a['severity'].upper():<8} {when}  "
                      f"{a['title']}{muted}")
         lines.extend(f"      - {r}" for r in a["reasons"])
     lines.append("")
