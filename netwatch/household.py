@@ -56,7 +56,12 @@ FIRST_LOOK = timedelta(days=8)
 MASK = "****"
 
 TOP_FIELDS = ("timezone", "people", "carers", "devices", "dhcp_leases", "help_windows",
-              "quiet_hours", "trusted", "banking")
+              "quiet_hours", "trusted", "banking", "sessions")
+# The session tracker's thresholds a household may change (netwatch/sessions.py,
+# docs/sessions.md), with the unit each is written in.
+SESSION_FIELDS = {"active_bytes_per_s": "bytes per second", "input_bytes_per_s":
+                  "bytes per second", "active_after_s": "seconds", "quiet_after_s": "seconds",
+                  "return_window_days": "days", "download_window_minutes": "minutes"}
 PERSON_FIELDS = ("name", "language", "country")
 CARER_FIELDS = ("name", "language", "notify", "for")
 DEVICE_FIELDS = ("name", "person", "macs", "ips", "hostnames", "policy")
@@ -277,6 +282,7 @@ class Household:
     banking_countries: list[str] = field(default_factory=list)
     dhcp_leases: str | None = None
     warnings: list[str] = field(default_factory=list)
+    sessions: dict[str, float] = field(default_factory=dict)  # SESSION_FIELDS given
     _by_mac: dict[str, Device] = field(default_factory=dict, repr=False)
     _by_ip: dict[str, Device] = field(default_factory=dict, repr=False)
     _by_hostname: dict[str, Device] = field(default_factory=dict, repr=False)
@@ -857,12 +863,14 @@ def _build(r: _Reader, root: Node) -> Household | None:
     quiet = _read_quiet(r, top["quiet_hours"]) if "quiet_hours" in top else None
     trusted = _read_trusted(r, top.get("trusted"), devices)
     countries, domains = _read_banking(r, top.get("banking"), people)
+    sessions = _read_sessions(r, top["sessions"]) if "sessions" in top else {}
     if r.problems:
         return None
     return Household(path=r.path, tz=tz, people=people, carers=carers, devices=devices,
                      windows=windows, quiet=quiet, trusted=trusted, banking_domains=domains,
                      banking_countries=countries,
-                     dhcp_leases=leases.path if leases else None, _leases=leases)
+                     dhcp_leases=leases.path if leases else None, _leases=leases,
+                     sessions=sessions)
 
 
 def _read_timezone(r: _Reader, node: Node | None) -> zoneinfo.ZoneInfo:
@@ -1171,6 +1179,28 @@ def _parse_calendar(data: bytes) -> tuple[Any, str | None]:
     return query, None
 
 
+def _read_sessions(r: _Reader, node: Node) -> dict[str, float]:
+    """Optional thresholds of the session tracker: positive numbers."""
+    m = r.mapping(node, "sessions", tuple(SESSION_FIELDS), required=(),
+                  example="'active_bytes_per_s: 2000'")
+    out: dict[str, float] = {}
+    for key, value_node in (m or {}).items():
+        where = f"sessions.{key}"
+        text = r.text(value_node, where)
+        if text is None:
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            r.fail(value_node, where, f"{text!r} is not a number of {SESSION_FIELDS[key]}")
+            continue
+        if not value > 0:
+            r.fail(value_node, where, "must be more than 0")
+            continue
+        out[key] = value
+    return out
+
+
 def _read_quiet(r: _Reader, node: Node) -> QuietHours | None:
     m = r.mapping(node, "quiet_hours", QUIET_FIELDS, required=QUIET_FIELDS,
                   example="'start: \"22:00\"' and 'end: \"07:00\"'")
@@ -1384,6 +1414,9 @@ def describe(h: Household, now: datetime, count: int = 5) -> str:
     lines.append("quiet hours: " + (
         f"{h.quiet.start.strftime('%H:%M')}-{h.quiet.end.strftime('%H:%M')}" if h.quiet
         else "none"))
+    if h.sessions:
+        lines.append("session thresholds: " + ", ".join(
+            f"{k} {v:g}" for k, v in h.sessions.items()))
     by_list: dict[str, int] = {}
     for cc in h.banking_domains.values():
         by_list[cc] = by_list.get(cc, 0) + 1

@@ -29,7 +29,7 @@ from .flows import (
 from .names import DnsError, NameCache, parse_response
 from .policy import Policy, display_names
 from .recognisers import GIVE_UP, Detection, Evidence, Recogniser, load_all
-from .sessions import SessionTracker, Thresholds
+from .sessions import SessionTracker, Thresholds, thresholds_from
 from .signatures import DETECTING_ROLES, SignatureSet
 from .sources.capture import MAX_RECORD, PcapFile, ReadStats, open_source
 
@@ -106,6 +106,8 @@ class Pipeline:
         # The household (netwatch.household.Household) names devices, and with it the
         # policy turns sessions into alerts; without it sessions are still tracked.
         self.household = household
+        if thresholds is None and household is not None and household.sessions:
+            thresholds = thresholds_from(household.sessions)
         self.sessions = SessionTracker(self._session_event, thresholds)
         self.policy = (Policy(household, display_names(
             {t: s.name for t, s in signatures.by_tool.items()}))

@@ -23,7 +23,7 @@ one plain sentence in English (issue 7 translates them for the carers).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .eventlog import iso_timestamp
@@ -153,9 +153,16 @@ class Policy:
                            f"({_window_text(window)}).")
         else:
             severity = "critical" if v.state == "active" else "warning"
-            nxt = self._next_window(when, device)
-            reasons.append(f"{what}, outside the expected help windows" +
-                           (f" (next: {nxt})." if nxt else "; none is set for this device."))
+            other = self._window_for_other_tools(when, device)
+            if other is not None:
+                hit, tools = other
+                reasons.append(f"{what}, during the help window ({_window_text(hit)}), but "
+                               f"that window is for {tools}, not {tool}.")
+            else:
+                nxt = self._next_window(when, device)
+                reasons.append(f"{what}, outside the expected help windows" +
+                               (f" (next: {nxt})." if nxt else
+                                "; none is set for this device."))
         if v.relayed:
             reasons.append(f"The connection goes through {tool}'s relay servers, so the "
                            "other side can be anywhere.")
@@ -212,6 +219,19 @@ class Policy:
         if person is not None:
             return f"{person.name}'s {device.name}"
         return device.name
+
+    def _window_for_other_tools(self, when: datetime, device: Any) -> tuple[Any, str] | None:
+        """A help window open now for this device that expects other tools."""
+        if self.h is None:
+            return None
+        for w in self.h.windows:
+            if not w.tools or not w.applies_to(device):
+                continue
+            for hit in w.occurrences(when, when + timedelta(microseconds=1), self.h.tz):
+                if hit.contains(when):
+                    names = [self.names.get(t, t) for t in w.tools]
+                    return hit, " or ".join(names)
+        return None
 
     def _next_window(self, when: datetime, device: Any) -> str:
         if self.h is None:

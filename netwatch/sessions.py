@@ -56,6 +56,19 @@ class Thresholds:
     history: int = 256  # ended sessions remembered for returns
 
 
+def thresholds_from(settings: dict[str, float]) -> Thresholds:
+    """Thresholds with a household file's ``sessions:`` settings applied."""
+    t = Thresholds()
+    units = {"active_bytes_per_s": ("active_bps", 1.0), "input_bytes_per_s": ("input_bps", 1.0),
+             "active_after_s": ("active_after_s", 1.0), "quiet_after_s": ("quiet_after_s", 1.0),
+             "return_window_days": ("return_window_s", 86400.0),
+             "download_window_minutes": ("download_window_s", 60.0)}
+    for key, value in settings.items():
+        attr, scale = units[key]
+        setattr(t, attr, value * scale)
+    return t
+
+
 @dataclass
 class Session:
     id: int

@@ -259,3 +259,33 @@ def test_observe_mode_writes_alerts_without_notifying(tmp_path: Path) -> None:
 def test_a_udp_only_lookup_frame_is_built_right() -> None:
     ts, fr = dns_answer(local(2026, 1, 1, 0, 0), "192.168.1.2", "192.168.1.1", "a.b", "1.2.3.4")
     assert udp_ports(fr) == (53, 53000 + 0x4242 % 1000) and ts > 0
+
+
+def test_a_tool_the_help_window_does_not_expect_is_critical(tmp_path: Path) -> None:
+    windows = """
+help_windows:
+  - name: Pieter helps on Sunday mornings
+    days: [sun]
+    start: "10:00"
+    end: "12:00"
+    tools: [anydesk]
+"""
+    cap = build(tmp_path / "rdp-sunday.pcap", [Piece(RDP, local(2026, 5, 10, 10, 30))])
+    found = alerts(replay(tmp_path, [cap], household(tmp_path, RDP_DEVICE, windows=windows)))
+    active = [a for a in found if a["state"] == "active"]
+    assert active and active[-1]["severity"] == "critical"
+    assert any("that window is for AnyDesk, not Remote Desktop Protocol" in r
+               for r in active[-1]["reasons"])
+
+
+def test_session_thresholds_come_from_the_household_file(tmp_path: Path) -> None:
+    cap = build(tmp_path / "t.pcap", [Piece(RDP, local(2026, 5, 12, 14, 0))])
+    # so high that the real RDP desktop never counts as active
+    strict = "sessions:\n  active_bytes_per_s: 10000000\n"
+    events = replay(tmp_path, [cap], household(tmp_path, RDP_DEVICE, extra=strict))
+    states = {e["session"]["state"] for e in events if e["event_type"] == "session"}
+    assert "active" not in states and "connecting" in states
+    assert {a["severity"] for a in alerts(events)} == {"warning"}
+    bad = household(tmp_path, RDP_DEVICE, extra="sessions:\n  active_bytes_per_s: fast\n")
+    res = CliRunner().invoke(main, ["replay", str(cap), "--household", str(bad)])
+    assert res.exit_code == 1 and "sessions.active_bytes_per_s" in res.output
