@@ -68,6 +68,19 @@ def dns_answer(when: datetime, device_ip: str, resolver_ip: str, name: str,
     return when.timestamp(), eth + ip + udp
 
 
+def http_get(when: datetime, device_ip: str, server_ip: str, host: str, path: str,
+             sport: int = 50123) -> Frame:
+    """One plain-HTTP request segment (RFC 9112) from the device, as seen mid-connection."""
+    req = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Mozilla/5.0\r\n"
+           f"Accept: */*\r\n\r\n").encode()
+    tcp = struct.pack("!HHIIBBHHH", sport, 80, 1000, 2000, 0x50, 0x18, 64240, 0, 0) + req
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 7, 0x4000, 64, 6, 0,
+                     ipaddress.ip_address(device_ip).packed,
+                     ipaddress.ip_address(server_ip).packed)
+    eth = b"\x02\x00\x00\x00\x00\x01" + b"\x02\x00\x00\x00\x00\x02" + b"\x08\x00"
+    return when.timestamp(), eth + ip + tcp
+
+
 def write_pcap(path: Path, frames: Iterable[Frame]) -> Path:
     """Frames in time order into a classic microsecond pcap (Ethernet)."""
     with open(path, "wb") as fh:

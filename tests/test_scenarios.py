@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
-from scenarios import Piece, build, dns_answer, is_tcp, udp_ports
+from scenarios import Piece, build, dns_answer, http_get, is_tcp, udp_ports
 
 from conftest import CORPUS, needs_corpus
 from netwatch.cli import main
@@ -29,6 +29,8 @@ RDP = CORPUS / "zeek_rdp-proprietary-encryption.pcap"  # a real RDP logon and de
 RDP_DEVICE = "172.21.128.16"
 VNC = CORPUS / "ndpi_vnc.pcap"  # a real VNC session, 16 s of screen updates
 VNC_DEVICE = "192.168.2.110"
+ANYDESK = CORPUS / "nfstream_anydesk.pcap"  # a real AnyDesk relay connection
+AD_DEVICE = "192.168.149.129"
 TEAMVIEWER = CORPUS / "ndpi_teamviewer.pcap"  # a TeamViewer client and its ID server
 TV_DEVICE = "10.0.2.15"
 RESOLVER = "192.168.2.1"
@@ -289,3 +291,21 @@ def test_session_thresholds_come_from_the_household_file(tmp_path: Path) -> None
     bad = household(tmp_path, RDP_DEVICE, extra="sessions:\n  active_bytes_per_s: fast\n")
     res = CliRunner().invoke(main, ["replay", str(cap), "--household", str(bad)])
     assert res.exit_code == 1 and "sessions.active_bytes_per_s" in res.output
+
+
+def test_a_download_just_before_a_first_session_raises_the_severity(tmp_path: Path) -> None:
+    start = local(2026, 5, 10, 10, 30)  # inside the Sunday help window
+    plain = build(tmp_path / "plain.pcap", [Piece(ANYDESK, start)])
+    base = alerts(replay(tmp_path, [plain], household(tmp_path, AD_DEVICE)))
+    assert base and base[0]["severity"] == "info"
+    get = http_get(start.replace(minute=25), AD_DEVICE, "198.51.100.30",
+                   "download.anydesk.com", "/AnyDesk.exe")
+    cap = build(tmp_path / "dl.pcap", [Piece(ANYDESK, start)], [get])
+    events = replay(tmp_path, [cap], household(tmp_path, AD_DEVICE))
+    dl = [e for e in events if e["event_type"] == "remote_access"
+          and e["remote_access"]["role"] == "download"]
+    assert dl and dl[0]["remote_access"]["tool"] == "anydesk"
+    found = alerts(events)
+    assert found[0]["severity"] == "warning"
+    assert any("AnyDesk was downloaded 5 min before this session started" in r
+               for r in found[0]["reasons"])
