@@ -26,9 +26,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from . import messages
 from .eventlog import iso_timestamp
 
 SEVERITIES = ("info", "warning", "critical")
+ENGLISH = "en"  # the language of the event log's own title and reasons
 LIVE_STATES = ("connecting", "active")
 
 
@@ -38,18 +40,6 @@ def parse_time(ts: str) -> datetime:
 
 def _raise(sev: str) -> str:
     return SEVERITIES[min(SEVERITIES.index(sev) + 1, len(SEVERITIES) - 1)]
-
-
-def _minutes(seconds: float) -> str:
-    m = int(seconds // 60)
-    if m < 1:
-        return "less than a minute"
-    if m < 120:
-        return f"{m} min"
-    h = m / 60
-    if h < 48:
-        return f"{h:.0f} h"
-    return f"{h / 24:.0f} days"
 
 
 @dataclass
@@ -130,7 +120,6 @@ class Policy:
     def _evaluate(self, v: _SessionView, ts: str) -> list[dict[str, Any]]:
         when = parse_time(ts)
         device = self.h.device_for(v.device_ip) if self.h is not None else None
-        who = self._who(device, v.device_ip)
         tool = self.names.get(v.tool, v.tool)
         if self.h is not None:
             for peer in v.peers or [None]:
@@ -141,48 +130,39 @@ class Policy:
         if v.state not in LIVE_STATES:
             return []  # an idle client, or a session that went quiet: nothing to tell
         window = self.h.window_at(when, device, v.tool) if self.h is not None else None
-        reasons: list[str] = []
-        length = _minutes((when - parse_time(v.active_since or v.started)).total_seconds())
-        if v.state == "active":
-            what = f"{tool} session active on {who} for {length}"
-        else:
-            what = f"{tool} connection being set up on {who}"
+        person = self.h.person_of(device) if (self.h is not None and device) else None
+        w = {"person": person.name if person else None,
+             "device": device.name if device else None, "ip": v.device_ip}
+        base = {"tool": tool, "who": w, "state": v.state,
+                "duration_s": round((when - parse_time(v.active_since or v.started))
+                                    .total_seconds(), 1)}
+        codes: list[dict[str, Any]] = []
         if window is not None:
             severity = "info"
-            reasons.append(f"{what}, inside the expected help window "
-                           f"({_window_text(window)}).")
+            codes.append(_code("inside", base, window=_window(window)))
         else:
             severity = "critical" if v.state == "active" else "warning"
             other = self._window_for_other_tools(when, device)
             if other is not None:
                 hit, tools = other
-                reasons.append(f"{what}, during the help window ({_window_text(hit)}), but "
-                               f"that window is for {tools}, not {tool}.")
+                codes.append(_code("other_tools", base, window=_window(hit), tools=tools))
             else:
                 nxt = self._next_window(when, device)
-                reasons.append(f"{what}, outside the expected help windows" +
-                               (f" (next: {nxt})." if nxt else
-                                "; none is set for this device."))
+                codes.append(_code("outside", base, window=_window(nxt)) if nxt is not None
+                             else _code("outside_none", base))
         if v.relayed:
-            reasons.append(f"The connection goes through {tool}'s relay servers, so the "
-                           "other side can be anywhere.")
+            codes.append(_code("relayed", {"tool": tool}))
         if v.banking:
             severity = "critical"
-            banks = ", ".join(v.banking)
-            reasons.append(f"Online banking ({banks}) was opened during the session.")
+            codes.append(_code("banking", {"banks": list(v.banking)}))
         if v.returning:
             r = v.returning
-            ago = _minutes(r["ago_s"])
-            if r.get("same_peer"):
-                reasons.append(f"The same remote side was seen in an earlier session "
-                               f"{ago} ago: scammers often come back.")
-            else:
-                reasons.append(f"{tool} was used on this device {ago} ago: scammers often "
-                               "come back.")
+            codes.append(_code("return_peer" if r.get("same_peer") else "return_device",
+                               {"tool": tool, "ago_s": r["ago_s"]}))
             severity = _raise(severity)
         if v.after_download:
-            reasons.append(f"{tool} was downloaded {_minutes(v.after_download['ago_s'])} "
-                           "before this session started.")
+            codes.append(_code("download", {"tool": tool,
+                                            "ago_s": v.after_download["ago_s"]}))
             severity = _raise(severity)
         said = {v.state, "window" if window is not None else "outside",
                 *(f"bank:{b}" for b in v.banking)}
@@ -194,15 +174,17 @@ class Policy:
         v.alerts += 1
         notify = getattr(device, "policy", "alert") != "observe"
         actions = ["block", "allow"] if notify and severity != "info" else []
-        title = {"info": f"{tool} in use on {who} (expected help)",
-                 "warning": f"{tool} connecting on {who}",
-                 "critical": f"{tool} is controlling {who}"}[severity]
-        if v.state != "active" and severity == "critical":
-            title = f"{tool} on {who}: possible scam"
+        kind = "critical_connecting" if v.state != "active" and severity == "critical" \
+            else severity
+        title_code = _code(kind, {"tool": tool, "who": w})
+        tz = self.h.tz if self.h is not None else None
         alert: dict[str, Any] = {
-            "id": f"{v.id}-{v.alerts}", "severity": severity, "title": title,
-            "reasons": reasons, "session_id": v.id, "tool": v.tool, "state": v.state,
+            "id": f"{v.id}-{v.alerts}", "severity": severity,
+            "title": messages.title(ENGLISH, title_code),
+            "reasons": [messages.reason(ENGLISH, c, tz) for c in codes],
+            "session_id": v.id, "tool": v.tool, "state": v.state,
             "actions": actions, "notify": notify,
+            "title_code": title_code, "reason_codes": codes,
         }
         ev: dict[str, Any] = {"timestamp": ts, "event_type": "alert", "src_ip": v.device_ip,
                               "alert": alert}
@@ -212,15 +194,8 @@ class Policy:
 
     # ------------------------------------------------------------------ wording
 
-    def _who(self, device: Any, ip: str) -> str:
-        if device is None:
-            return f"device {ip}"
-        person = self.h.person_of(device) if self.h is not None else None
-        if person is not None:
-            return f"{person.name}'s {device.name}"
-        return device.name
-
-    def _window_for_other_tools(self, when: datetime, device: Any) -> tuple[Any, str] | None:
+    def _window_for_other_tools(self, when: datetime, device: Any
+                                ) -> tuple[Any, list[str]] | None:
         """A help window open now for this device that expects other tools."""
         if self.h is None:
             return None
@@ -229,15 +204,14 @@ class Policy:
                 continue
             for hit in w.occurrences(when, when + timedelta(microseconds=1), self.h.tz):
                 if hit.contains(when):
-                    names = [self.names.get(t, t) for t in w.tools]
-                    return hit, " or ".join(names)
+                    return hit, [self.names.get(t, t) for t in w.tools]
         return None
 
-    def _next_window(self, when: datetime, device: Any) -> str:
+    def _next_window(self, when: datetime, device: Any) -> Any:
         if self.h is None:
-            return ""
+            return None
         nxt = self.h.next_windows(when, 1, device)
-        return _window_text(nxt[0]) if nxt else ""
+        return nxt[0] if nxt else None
 
 
 _NAMES: dict[str, str] = {}
@@ -257,9 +231,13 @@ def display_names(names: dict[str, str]) -> dict[str, str]:
     return {t: n.split(" (", 1)[0] for t, n in names.items()}
 
 
-def _window_text(w: Any) -> str:
-    start, end = w.start, w.end
-    return f"{w.name}, {start:%a %H:%M}–{end:%H:%M}"
+def _code(code: str, params: dict[str, Any], **more: Any) -> dict[str, Any]:
+    """A sentence for the catalogue (netwatch/messages.py): its code and parameters."""
+    return {"code": code, "params": {**params, **more}}
+
+
+def _window(hit: Any) -> dict[str, str]:
+    return {"name": hit.name, "start": hit.start.isoformat(), "end": hit.end.isoformat()}
 
 
 def _is_ip(s: str) -> bool:
