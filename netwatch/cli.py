@@ -355,3 +355,297 @@ def check_config(file: str, now_text: str | None, fetch: bool) -> None:
     if now.tzinfo is None:
         now = now.replace(tzinfo=household.tz)
     click.echo(describe(household, now), nl=False)
+
+
+# ------------------------------------------------------------------ control (action links)
+
+DEFAULT_CONTROL_URL = "http://127.0.0.1:8787"
+
+
+@main.group()
+def control() -> None:
+    """Signed "Block now" / "Allow for 2 h" links and the local endpoint they land on.
+
+    The endpoint runs on the Pi or router. At home the carer's phone reaches it on the home
+    network (listen on the LAN address, e.g. --listen 192.168.1.2:8787 --base-url
+    http://netwatch.lan:8787); away from home, through the carer's own VPN or a reverse
+    proxy with TLS that forwards /a/ to it. Never expose it to the internet without TLS.
+    """
+
+
+@control.command("serve")
+@click.option("--state-dir", required=True, type=click.Path(file_okay=False),
+              help="netwatch's state folder (signing key, control.sqlite).")
+@click.option("--listen", default="127.0.0.1:8787", show_default=True, metavar="HOST:PORT",
+              help="Address to listen on ([::]:8787 for IPv6).")
+@click.option("--eve-log", "eve_log", type=click.Path(dir_okay=False), metavar="PATH",
+              help="Append the block events of the actions taken to this event log.")
+@click.option("--base-url", metavar="URL",
+              help="Where the links point (as the carer's phone sees this endpoint); "
+                   "only logged here. Default: http://HOST:PORT.")
+def control_serve(state_dir: str, listen: str, eve_log: str | None,
+                  base_url: str | None) -> None:
+    """Answer action links until SIGTERM or SIGINT.
+
+    GET /a/TOKEN shows a confirmation page and never acts; POST /a/TOKEN acts once (dry run:
+    no blocking backend yet, the block event says so). GET /healthz answers ok.
+    """
+    import logging
+    import signal
+    import threading
+    import time
+
+    from .actions import load_or_create_secret
+    from .control import (
+        ControlService,
+        ControlStore,
+        DryRunBlocker,
+        make_server,
+        parse_listen,
+        serve,
+    )
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        host, port = parse_listen(listen)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--listen") from None
+    try:
+        secret = load_or_create_secret(state_dir)
+        store = ControlStore(state_dir)
+    except (OSError, ValueError) as e:
+        raise click.ClickException(f"cannot use state folder {state_dir}: {e}") from None
+    service = ControlService(secret, store, DryRunBlocker(), eve_log=eve_log)
+    recovered = service.recover(time.time())
+    if recovered:
+        click.echo(f"netwatch: handed on {recovered} action(s) recorded before a restart",
+                   err=True)
+    try:
+        server = make_server(service, host, port)
+    except OSError as e:
+        raise click.ClickException(f"cannot listen on {listen}: {e.strerror or e}") from None
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    bound_port = server.server_address[1]
+    click.echo(f"netwatch control: listening on {host}:{bound_port}; links point at "
+               f"{base_url or f'http://{listen}'}; dry run (no blocking backend)", err=True)
+    serve(server, stop)
+    click.echo("netwatch control: stopped", err=True)
+
+
+@control.command("link")
+@click.option("--state-dir", required=True, type=click.Path(file_okay=False),
+              help="netwatch's state folder (the signing key is made there if missing).")
+@click.option("--action", "action", required=True, type=click.Choice(["block", "allow"]))
+@click.option("--session", "session_id", required=True, type=click.IntRange(min=0),
+              help="The session's id (alert.session_id).")
+@click.option("--alert", "alert_id", required=True, help="The alert's id (alert.id).")
+@click.option("--carer", required=True, help="The carer the link is for.")
+@click.option("--device", default=None, help="The device's name (alert.device).")
+@click.option("--ttl", default=86400, show_default=True, type=click.IntRange(min=1),
+              help="Seconds until the link expires.")
+@click.option("--duration", "duration_s", default=7200, show_default=True,
+              type=click.IntRange(min=60), help="How long an allow lasts, in seconds.")
+@click.option("--lang", type=click.Choice(["en", "nl", "fr", "de"]), default=None,
+              help="The carer's language for the confirmation page.")
+@click.option("--base-url", default=DEFAULT_CONTROL_URL, show_default=True, metavar="URL",
+              help="Where the control endpoint is, as the carer's phone sees it.")
+def control_link(state_dir: str, action: str, session_id: int, alert_id: str, carer: str,
+                 device: str | None, ttl: int, duration_s: int, lang: str | None,
+                 base_url: str) -> None:
+    """Print a signed action link (for testing, or to send by hand)."""
+    import time
+
+    from .actions import load_or_create_secret, make_link
+
+    try:
+        secret = load_or_create_secret(state_dir)
+    except (OSError, ValueError) as e:
+        raise click.ClickException(f"cannot use state folder {state_dir}: {e}") from None
+    try:
+        url = make_link(secret, base_url, action=action, session_id=session_id,
+                        alert_id=alert_id, carer=carer, device=device,
+                        expires_at=time.time() + ttl,
+                        duration_s=duration_s if action == "allow" else None, lang=lang)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(url)
+
+
+@control.command("log")
+@click.option("--state-dir", required=True, type=click.Path(file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+def control_log(state_dir: str, fmt: str) -> None:
+    """Print the actions taken through links: when, who, what, from where, outcome."""
+    from .control import STORE_FILE, ControlStore
+
+    records = ControlStore(state_dir).records() \
+        if os.path.exists(os.path.join(state_dir, STORE_FILE)) else []
+    if fmt == "json":
+        click.echo(json.dumps([r.as_dict() for r in records], indent=2, ensure_ascii=False))
+        return
+    if not records:
+        click.echo("no actions recorded")
+        return
+    for r in records:
+        d = r.as_dict()
+        what = r.action + (f" until {d['until']}" if r.until is not None else "")
+        click.echo(f"{d['at']}  {r.carer}: {what}, session {r.session_id} (alert "
+                   f"{r.alert_id}) on {r.device or 'unknown device'}; from {r.client}"
+                   f"{' (' + r.user_agent + ')' if r.user_agent else ''}: {r.outcome} "
+                   f"[#{r.ref}]")
+
+
+# ------------------------------------------------------------------ alerts (outbox, senders)
+
+DEFAULT_HOUSEHOLD = "/etc/netwatch/household.yaml"
+
+# The test message when netwatch.messages does not offer one: (title, body) per language.
+_TEST_TEXT = {
+    "en": ("netwatch: test message",
+           "This is a test from netwatch. If you can read this, netwatch's alerts reach you."),
+    "nl": ("netwatch: testbericht",
+           "Dit is een test van netwatch. Kunt u dit lezen, dan komen de waarschuwingen van "
+           "netwatch bij u aan."),
+    "fr": ("netwatch : message de test",
+           "Ceci est un test de netwatch. Si vous lisez ceci, les alertes de netwatch vous "
+           "parviennent."),
+    "de": ("netwatch: Testnachricht",
+           "Dies ist ein Test von netwatch. Wenn Sie dies lesen können, erreichen Sie die "
+           "Warnungen von netwatch."),
+}
+
+
+def _alert_test_message(language: str, carer: str, now: float) -> Any:
+    """The lead's translated test message when netwatch.messages has one, else ours."""
+    import dataclasses
+    import importlib
+
+    from .messages import Message
+
+    key = f"test:{carer}"
+    try:
+        test_message = getattr(importlib.import_module("netwatch.messages"), "test_message",
+                               None)
+    except ImportError:
+        test_message = None
+    title, body = _TEST_TEXT.get(language, _TEST_TEXT["en"])
+    if test_message is not None:
+        m = test_message(language)
+        if isinstance(m, tuple) and len(m) == 2:  # (title, body)
+            title, body = m
+        elif dataclasses.is_dataclass(m) and not isinstance(m, type):
+            return dataclasses.replace(m, key=key, carer=carer, created=now)
+    return Message(key=key, alert_id="test", session_id=0, carer=carer, language=language,
+                   severity="info", title=title, body=body, tags=["white_check_mark"],
+                   actions=[], created=now)
+
+
+@main.group()
+def alert() -> None:
+    """Deliver the carers' alerts: the outbox worker and a test message."""
+
+
+@alert.command("test")
+@click.option("--household", "household_file", default=DEFAULT_HOUSEHOLD, show_default=True,
+              envvar="NETWATCH_HOUSEHOLD", type=click.Path(dir_okay=False),
+              help="The household file whose carers' notify addresses are tried.")
+@click.option("--state-dir", type=click.Path(file_okay=False),
+              help="netwatch's state folder: also say what waits in its alert outbox.")
+def alert_test(household_file: str, state_dir: str | None) -> None:
+    """Send a test message to every notify address of every carer, now (not queued).
+
+    Prints one line per address (masked): ok, or FAILED and the service's answer. Exit code
+    0 when every address took the message, 1 otherwise (2: the household file is unreadable).
+    """
+    import time
+
+    from .household import HouseholdError, HouseholdUnreadable, load_household
+    from .senders import DeliveryId, SendError, Senders
+
+    try:
+        household = load_household(household_file)
+    except HouseholdUnreadable as e:
+        click.echo(f"netwatch: {e.problems[0]}", err=True)
+        sys.exit(EXIT_INPUT_ERROR)
+    except HouseholdError as e:
+        for problem in e.problems:
+            click.echo(problem, err=True)
+        sys.exit(1)
+    senders = Senders()
+    now = time.time()
+    run = f"test{int(now)}"
+    tried = failed = 0
+    for carer in household.carers:
+        message = _alert_test_message(carer.language, carer.name, now)
+        for n, (url, masked) in enumerate(zip(carer.notify, carer.masked_notify,
+                                              strict=True), 1):
+            tried += 1
+            try:
+                senders.send(url, message, DeliveryId(n, 0, run, message.key))
+            except SendError as e:
+                failed += 1
+                click.echo(f"{carer.name}: {masked}: FAILED: {e}")
+            else:
+                click.echo(f"{carer.name}: {masked}: ok")
+    if not tried:
+        click.echo(f"netwatch: no carer in {household_file} has a notify address", err=True)
+        sys.exit(1)
+    if state_dir is not None:
+        from .outbox import Outbox
+
+        with Outbox(state_dir) as box:
+            s = box.stats()
+        line = f"outbox: {s['pending']} waiting ({s['retrying']} after a failure, " \
+               f"{s['held']} held by rate limits), {s['failed']} given up, {s['sent']} sent"
+        if s["last_error"] and (s["pending"] or s["failed"]):
+            line += f"; last error: {s['last_error']}"
+        click.echo(line)
+    if failed:
+        sys.exit(1)
+
+
+@alert.command("deliver")
+@click.option("--state-dir", required=True, type=click.Path(file_okay=False),
+              help="netwatch's state folder (outbox.sqlite).")
+@click.option("--once", is_flag=True, help="One delivery pass, then exit.")
+@click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(min=0.0),
+              help="Seconds between passes over the outbox.")
+def alert_deliver(state_dir: str, once: bool, interval: float) -> None:
+    """Send what waits in the alert outbox, until SIGTERM or SIGINT (or one pass: --once).
+
+    Failed deliveries are retried with backoff; rate limits hold updates of one session
+    back. Addresses are only ever shown masked. Exit code 0.
+    """
+    import logging
+    import signal
+    import threading
+    import time
+
+    from .outbox import Outbox
+    from .senders import Senders
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: Any) -> None:
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop)
+    try:
+        box = Outbox(state_dir)
+    except (OSError, ValueError) as e:
+        raise click.ClickException(f"cannot use state folder {state_dir}: {e}") from None
+    senders = Senders()
+    with box:
+        while True:
+            report = box.deliver_due(time.time(), senders, stop=stop.is_set)
+            if report:
+                click.echo(f"netwatch: alerts: {report.summary()}", err=True)
+            if once or stop.is_set() or stop.wait(interval):
+                break
