@@ -47,8 +47,15 @@ def main() -> None:
 @click.option("--household", "household_file", type=click.Path(dir_okay=False),
               help="The household file: devices, help windows, trust, banking; with it the "
                    "policy writes alert events and the summary shows them.")
+@click.option("--notify", "notify_dir", metavar="STATE_DIR", type=click.Path(file_okay=False),
+              help="Queue each alert for the carers in this state directory's outbox "
+                   "(sent by 'netwatch alert deliver'); needs --household.")
+@click.option("--control-url", metavar="URL",
+              help="The control endpoint as the carers' phones reach it; alerts then carry "
+                   "signed 'Block now' / 'allow' links.")
 def replay(captures: tuple[str, ...], eve_log: str | None, fmt: str, sig_dir: str,
-           household_file: str | None) -> None:
+           household_file: str | None, notify_dir: str | None, control_url: str | None
+           ) -> None:
     """Run the detection pipeline over capture files (pcap or pcapng), in packet time.
 
     Prints what was found: which device talked to which remote-access tool, when, and how
@@ -75,6 +82,14 @@ def replay(captures: tuple[str, ...], eve_log: str | None, fmt: str, sig_dir: st
     except OSError as e:
         raise click.ClickException(f"cannot write event log {eve_log}: {e.strerror}") from None
     pipe = Pipeline(sigs, log, household=household)
+    notifier = None
+    if notify_dir is not None:
+        if household is None:
+            raise click.UsageError("--notify needs --household (who are the carers?)")
+        from .notify import Notifier
+
+        notifier = Notifier(household, notify_dir, control_url)
+        pipe.on_alert.append(notifier.handle)
     failed = 0
     warnings: list[str] = []
     for path in captures:
@@ -92,6 +107,9 @@ def replay(captures: tuple[str, ...], eve_log: str | None, fmt: str, sig_dir: st
             warnings.append(msg)
             click.echo(msg, err=True)
     result: Result = pipe.finish()
+    if notifier is not None:
+        click.echo(f"netwatch: {notifier.queued} message(s) queued in {notify_dir} for "
+                   "'netwatch alert deliver'", err=True)
     log.write(pipe.stats_event())
     log.close()
     out = sys.stderr if eve_log == "-" else sys.stdout
@@ -614,7 +632,16 @@ def alert_test(household_file: str, state_dir: str | None) -> None:
 @click.option("--once", is_flag=True, help="One delivery pass, then exit.")
 @click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(min=0.0),
               help="Seconds between passes over the outbox.")
-def alert_deliver(state_dir: str, once: bool, interval: float) -> None:
+@click.option("--min-interval", default=300.0, show_default=True,
+              type=click.FloatRange(min=0.0),
+              help="Seconds between two messages about one session to one address (a more "
+                   "severe one is never held).")
+@click.option("--max-per-hour", default=12, show_default=True, type=click.IntRange(min=0),
+              help="Messages per address and hour at most (0: no limit); more wait.")
+@click.option("--max-attempts", default=50, show_default=True, type=click.IntRange(min=1),
+              help="Attempts before a message is given up (kept as failed).")
+def alert_deliver(state_dir: str, once: bool, interval: float, min_interval: float,
+                  max_per_hour: int, max_attempts: int) -> None:
     """Send what waits in the alert outbox, until SIGTERM or SIGINT (or one pass: --once).
 
     Failed deliveries are retried with backoff; rate limits hold updates of one session
@@ -622,6 +649,7 @@ def alert_deliver(state_dir: str, once: bool, interval: float) -> None:
     """
     import logging
     import signal
+    import sqlite3
     import threading
     import time
 
@@ -638,8 +666,9 @@ def alert_deliver(state_dir: str, once: bool, interval: float) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stop)
     try:
-        box = Outbox(state_dir)
-    except (OSError, ValueError) as e:
+        box = Outbox(state_dir, min_interval_s=min_interval, max_per_hour=max_per_hour,
+                     max_attempts=max_attempts)
+    except (OSError, ValueError, sqlite3.Error) as e:
         raise click.ClickException(f"cannot use state folder {state_dir}: {e}") from None
     senders = Senders()
     with box:

@@ -182,6 +182,11 @@ def render(event: dict[str, Any], carer: str, language: str, tz: ZoneInfo | None
                    created=when.timestamp())
 
 
+def event_time(event: dict[str, Any]) -> float:
+    """An event's time as epoch seconds."""
+    return datetime.fromisoformat(event["timestamp"]).timestamp()
+
+
 def test_message(language: str) -> tuple[str, str]:
     """The title and body of ``netwatch alert test``."""
     lang = language if language in LANGUAGES else DEFAULT_LANGUAGE

@@ -134,6 +134,8 @@ class Pipeline:
         self.c = Counters()
         self.findings: dict[int, Finding] = {}
         self.alerts: list[dict[str, Any]] = []
+        # Called with each alert event after it is in the log (the notifier queues it).
+        self.on_alert: list[Any] = []
         self.pcap_name: str | None = None
         self._next_id = 1
         self._next_sweep = 0.0
@@ -561,6 +563,8 @@ class Pipeline:
                 self.log.write(alert)
                 self.c.events += 1
                 self.alerts.append(alert)
+                for hook in self.on_alert:
+                    hook(alert)
 
     def _add_device(self, ev: dict[str, Any], a: bytes, b: bytes | None) -> None:
         """The envelope's ``device`` when the household knows the LAN side."""
