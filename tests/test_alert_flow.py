@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from test_senders import FakeNtfy
 
 from conftest import SYNTHETIC
 from netwatch.actions import load_or_create_secret
 from netwatch.cli import main
 from netwatch.control import ControlService, ControlStore, DryRunBlocker, make_server
 from netwatch.messages import event_time
-from test_senders import FakeNtfy
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = SYNTHETIC / "demo-anydesk-scam.pcap"
