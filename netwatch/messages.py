@@ -101,7 +101,8 @@ def window(language: str, w: dict[str, Any], tz: ZoneInfo | None) -> str:
 
 def title(language: str, code: dict[str, Any]) -> str:
     p = code["params"]
-    return text(language, f"title.{code['code']}", tool=p["tool"], who=who(language, p["who"]))
+    return text(language, f"title.{code['code']}", tool=p["tool"], who=who(language, p["who"]),
+                duration=duration(language, p.get("duration_s", 0)))
 
 
 def reason(language: str, code: dict[str, Any], tz: ZoneInfo | None) -> str:

@@ -31,6 +31,9 @@ from .eventlog import iso_timestamp
 
 SEVERITIES = ("info", "warning", "critical")
 ENGLISH = "en"  # the language of the event log's own title and reasons
+# A session still active after a warning or critical alert is reported again this often
+# ("still active, 20 min"); the outbox merges what comes faster than it may send.
+UPDATE_EVERY_S = 600.0
 LIVE_STATES = ("connecting", "active")
 
 
@@ -59,6 +62,7 @@ class _SessionView:
     severity: str | None = None  # of the last alert sent for it
     alerts: int = 0
     said: set[str] = field(default_factory=set)  # what its alerts have covered
+    last_alert: datetime | None = None
 
 
 class Policy:
@@ -166,10 +170,15 @@ class Policy:
             severity = _raise(severity)
         said = {v.state, "window" if window is not None else "outside",
                 *(f"bank:{b}" for b in v.banking)}
+        still = False
         if v.severity is not None and not (said - v.said) and \
                 SEVERITIES.index(severity) <= SEVERITIES.index(v.severity):
-            return []  # nothing new to say: the last alert for this session still stands
+            if not (v.state == "active" and severity != "info" and v.last_alert is not None
+                    and (when - v.last_alert).total_seconds() >= UPDATE_EVERY_S):
+                return []  # nothing new to say: the last alert for this session stands
+            still = True  # an update: the session goes on
         v.said |= said
+        v.last_alert = when
         v.severity = severity
         v.alerts += 1
         notify = getattr(device, "policy", "alert") != "observe"
@@ -177,6 +186,9 @@ class Policy:
         kind = "critical_connecting" if v.state != "active" and severity == "critical" \
             else severity
         title_code = _code(kind, {"tool": tool, "who": w})
+        if still:
+            title_code = _code("still_active", {"tool": tool, "who": w,
+                                                "duration_s": base["duration_s"]})
         tz = self.h.tz if self.h is not None else None
         alert: dict[str, Any] = {
             "id": f"{v.id}-{v.alerts}", "severity": severity,

@@ -50,6 +50,7 @@ class Thresholds:
     input_bps: float = 40.0  # the lighter direction, per second
     active_after_s: float = 5.0  # above the thresholds this long (one tick) -> active
     quiet_after_s: float = 30.0  # below them this long -> back to connecting
+    report_every_s: float = 600.0  # an active session is reported again this often
     return_window_s: float = 30 * 86400.0  # a session of the same tool within 30 days
     download_window_s: float = 3600.0  # a download of the tool within the hour before
     max_flows: int = 64  # flows remembered per session
@@ -227,6 +228,9 @@ class SessionTracker:
         elif s.state == "active" and s.cold_since is not None and \
                 now - s.cold_since >= self.t.quiet_after_s:
             self._change(s, "connecting" if self._carrying(s) else "idle", now)
+        elif s.state == "active" and now - s.last_change >= self.t.report_every_s:
+            # Still active: the same state again, so the carers hear "still active, 20 min".
+            self._change(s, "active", now)
 
     @staticmethod
     def _carrying(s: Session) -> bool:

@@ -96,3 +96,29 @@ def test_durations_and_test_messages() -> None:
     for lang in messages.LANGUAGES:
         title, body = messages.test_message(lang)
         assert "netwatch" in title and body
+
+
+def _session_event(ts: str, state: str, started: str) -> dict:
+    return {"timestamp": ts, "event_type": "session", "src_ip": "192.168.1.23",
+            "session": {"id": 7, "tool": "anydesk", "state": state, "relayed": True,
+                        "started": started, "active_since": started, "duration_s": 0,
+                        "bytes_toserver": 0, "bytes_toclient": 0, "flows": [],
+                        "peers": ["198.51.100.77"]}}
+
+
+def test_a_long_session_is_reported_again_as_still_active() -> None:
+    from datetime import datetime
+
+    from netwatch.household import load_household
+    from netwatch.policy import decide
+
+    h = load_household(str(ROOT / "deploy" / "household.example.yaml"))
+    start = "2024-03-05T14:00:00+00:00"
+    events = [_session_event(start, "active", start),
+              _session_event("2024-03-05T14:05:00+00:00", "active", start),   # too soon
+              _session_event("2024-03-05T14:20:00+00:00", "active", start)]   # 20 min
+    out = decide(events, h, datetime.fromisoformat("2024-03-05T15:00:00+00:00"))
+    assert [a["alert"]["severity"] for a in out] == ["critical", "critical"]
+    assert out[1]["alert"]["title"] == "AnyDesk still controlling Maria's laptop: active for 20 min"
+    nl = messages.title("nl", out[1]["alert"]["title_code"])
+    assert nl == "AnyDesk bestuurt de laptop van Maria nog steeds: al 20 min actief"
