@@ -522,44 +522,14 @@ def control_log(state_dir: str, fmt: str) -> None:
 DEFAULT_HOUSEHOLD = "/etc/netwatch/household.yaml"
 
 # The test message when netwatch.messages does not offer one: (title, body) per language.
-_TEST_TEXT = {
-    "en": ("netwatch: test message",
-           "This is a test from netwatch. If you can read this, netwatch's alerts reach you."),
-    "nl": ("netwatch: testbericht",
-           "Dit is een test van netwatch. Kunt u dit lezen, dan komen de waarschuwingen van "
-           "netwatch bij u aan."),
-    "fr": ("netwatch : message de test",
-           "Ceci est un test de netwatch. Si vous lisez ceci, les alertes de netwatch vous "
-           "parviennent."),
-    "de": ("netwatch: Testnachricht",
-           "Dies ist ein Test von netwatch. Wenn Sie dies lesen können, erreichen Sie die "
-           "Warnungen von netwatch."),
-}
-
-
 def _alert_test_message(language: str, carer: str, now: float) -> Any:
-    """The lead's translated test message when netwatch.messages has one, else ours."""
-    import dataclasses
-    import importlib
+    """The test message from the catalogue, in the carer's language."""
+    from .messages import Message, test_message
 
-    from .messages import Message
-
-    key = f"test:{carer}"
-    try:
-        test_message = getattr(importlib.import_module("netwatch.messages"), "test_message",
-                               None)
-    except ImportError:
-        test_message = None
-    title, body = _TEST_TEXT.get(language, _TEST_TEXT["en"])
-    if test_message is not None:
-        m = test_message(language)
-        if isinstance(m, tuple) and len(m) == 2:  # (title, body)
-            title, body = m
-        elif dataclasses.is_dataclass(m) and not isinstance(m, type):
-            return dataclasses.replace(m, key=key, carer=carer, created=now)
-    return Message(key=key, alert_id="test", session_id=0, carer=carer, language=language,
-                   severity="info", title=title, body=body, tags=["white_check_mark"],
-                   actions=[], created=now)
+    title, body = test_message(language)
+    return Message(key=f"test:{carer}", alert_id="test", session_id=0, carer=carer,
+                   language=language, severity="info", title=title, body=body,
+                   tags=["white_check_mark"], actions=[], created=now)
 
 
 @main.group()

@@ -16,8 +16,10 @@ The rules, in the order they are applied to a session of a remote-access tool:
 6. A return (the same tool on the device again, or the same remote peer) and an installer
    download just before a first session add their reason and raise the severity one step.
 
-A device in ``observe`` mode gets its alerts written with ``notify: false``; every reason is
-one plain sentence in English (issue 7 translates them for the carers).
+A device in ``observe`` mode gets its alerts written with ``notify: false``. Titles and
+reasons are catalogue codes with parameters (``title_code``, ``reason_codes``); the event log
+also carries them as English sentences, and each carer gets them in their own language
+(netwatch/messages.py).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ packets are compared with what Wireshark's dissectors (tshark) read out of the s
 
 tshark is run once per capture (the host has few cores and tshark takes ~0.4 s to start), over
 the frames matching ``tcp or udp`` plus IP fragments, with all the needed fields; the per-part
-display filters of the brief (``tcp && tls...``, ``dns.flags.response==1 && udp.port==53``,
+display filters (``tcp && tls...``, ``dns.flags.response==1 && udp.port==53``,
 ``(tcp or udp) && !icmp && !icmpv6``) are applied in Python on those rows, on the outermost
 transport header, which is the one netwatch decodes.
 
