@@ -5,11 +5,14 @@ For each ``alert`` event the policy writes with ``notify`` set, every carer who 
 the device's person gets one message, rendered from the catalogue in the carer's language,
 with signed links to the local control endpoint ("Block now", "It's fine: allow for 2 h").
 The message is written to the outbox (SQLite, write-ahead) before anything is sent; the
-delivery worker (``netwatch alert deliver``) sends it, retries, merges updates.
+delivery worker (``netwatch alert deliver``) sends it, retries, merges updates. During the
+household's quiet hours, ``info`` alerts (expected help) are not sent; warnings and critical
+alerts always are.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +35,18 @@ class Notifier:
         self.control_url = control_url.rstrip("/") if control_url else None
         self.secret = load_or_create_secret(self.state_dir) if control_url else b""
         self.queued = 0
+        self.held_quiet = 0
 
     def handle(self, event: dict[str, Any]) -> list[int]:
         """Queue the messages one alert event causes; returns the outbox row ids."""
         alert = event["alert"]
         if not alert.get("notify", True):
+            return []
+        if alert["severity"] == "info" and self.h.is_quiet(
+                datetime.fromisoformat(event["timestamp"])):
+            # Quiet hours: expected help is not worth waking anyone for; it stays in the
+            # event log. Warnings and critical alerts are always sent.
+            self.held_quiet += 1
             return []
         device = self.h.device_for(event["src_ip"]) if event.get("src_ip") else None
         person = self.h.person_of(device) if device is not None else None

@@ -107,3 +107,27 @@ def test_alert_reaches_the_phone_in_dutch_and_its_block_button_works(
 
 def test_event_time_is_epoch_seconds() -> None:
     assert event_time({"timestamp": "2024-03-05T14:07:50+00:00"}) == REPLAY_END
+
+
+def test_quiet_hours_hold_back_info_but_never_warnings(tmp_path: Path) -> None:
+    from netwatch.household import load_household
+    from netwatch.notify import Notifier
+
+    h = load_household(str(household(tmp_path, "ntfy://127.0.0.1:9/maria")))
+    n = Notifier(h, tmp_path / "state")
+
+    def alert(ts: str, severity: str) -> dict:
+        return {"timestamp": ts, "event_type": "alert", "src_ip": "192.168.1.23",
+                "alert": {"id": f"1-{severity}", "severity": severity, "session_id": 1,
+                          "notify": True, "actions": [], "state": "active",
+                          "title_code": {"code": severity, "params": {
+                              "tool": "AnyDesk", "who": {"person": "Maria",
+                                                         "device": "laptop"}}},
+                          "reason_codes": [{"code": "relayed",
+                                            "params": {"tool": "AnyDesk"}}]}}
+
+    # 23:30 in Brussels (22:30 UTC in March) is inside the 22:00-07:00 quiet hours
+    assert n.handle(alert("2024-03-05T22:30:00+00:00", "info")) == []
+    assert n.held_quiet == 1
+    assert n.handle(alert("2024-03-05T22:31:00+00:00", "critical"))
+    assert n.handle(alert("2024-03-06T10:00:00+00:00", "info"))  # daytime
