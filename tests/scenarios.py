@@ -4,7 +4,7 @@ A scenario moves a real capture in time (its first packet at a chosen instant, e
 kept), keeps only the flows it needs, and adds generated context traffic: DNS answers for a
 bank's website, on the same device, at a chosen moment. The result is written as a classic
 pcap into the test's temporary folder, never into the project (the corpus captures are read
-in place; see tests/pcaps/README).
+in place; see tests/pcaps/README.md).
 """
 
 from __future__ import annotations
