@@ -53,7 +53,7 @@ class Flow:
         "last_ts", "pkts", "bytes", "payload_pkts", "client_syn", "server_synack", "rst",
         "fins", "inspecting", "streams", "segments", "next_seq", "pending", "candidates",
         "verdict", "name", "name_rule", "closing", "key", "rkey", "dns_tools",
-        "events", "narrowed_on",
+        "events", "narrowed_on", "sni", "sni_seen",
     )
 
     def __init__(self, fid: int, proto: int, cip: bytes, cport: int, sip: bytes, sport: int,
@@ -90,6 +90,8 @@ class Flow:
         # Direction whose first byte alone chose the candidates (None: not narrowed yet, or
         # narrowed on both sides).
         self.narrowed_on: int | None = None
+        self.sni: str | None = None  # the TLS server name, when the TLS recogniser read one
+        self.sni_seen = False  # the household context has looked at it
 
     def saw_close(self, flags: int) -> None:
         """A FIN or RST went by (TCP flags): the connection is closing after a RST or a FIN

@@ -337,6 +337,9 @@ class Pipeline:
             role = self.sigs.role_on_port(m, f.proto, f.server_port)
             self._detect(f, Detection(m.tool, role, conf, [self._name_evidence(f)]), ts)
         self._inspect(f, ts)
+        if f.sni is not None and not f.sni_seen and self.household is not None:
+            f.sni_seen = True
+            self._banking(f, f.sni, ts, seen_in="sni")
         if f.inspecting and f.payload_pkts >= INSPECT_PACKETS:
             f.stop_inspecting()
 
@@ -519,9 +522,10 @@ class Pipeline:
             self._detect(f, det, ts)
             return
 
-    def _banking(self, f: Flow, qname: str, ts: float) -> None:
-        """A household device looked up its bank: a context event for the policy (once per
-        device and bank every BANKING_REPEAT_S)."""
+    def _banking(self, f: Flow, qname: str, ts: float, seen_in: str = "answer") -> None:
+        """A household device looked up or connected to its bank (a DNS answer, or the
+        server name of a TLS connection when the answer was cached): a context event for
+        the policy, once per device and bank every BANKING_REPEAT_S."""
         hit = self.household.banking(qname)
         if hit is None:
             return
@@ -538,7 +542,7 @@ class Pipeline:
             "timestamp": iso_timestamp(ts), "event_type": "dns", "flow_id": f.id,
             "src_ip": device, "src_port": f.client_port, "dest_ip": ip_text(f.server_ip),
             "dest_port": f.server_port, "proto": PROTO_NAME[f.proto],
-            "dns": {"type": "answer", "rrname": qname, "category": "banking",
+            "dns": {"type": seen_in, "rrname": qname, "category": "banking",
                     "bank": domain, "country": country},
         }
         self._write(ev, f.client_ip, None)

@@ -81,6 +81,25 @@ def http_get(when: datetime, device_ip: str, server_ip: str, host: str, path: st
     return when.timestamp(), eth + ip + tcp
 
 
+def tls_client_hello(when: datetime, device_ip: str, server_ip: str, sni: str,
+                     sport: int = 50321) -> Frame:
+    """A TLS 1.2 ClientHello (RFC 5246 §7.4.1.2) with a server_name extension (RFC 6066 §3),
+    as the first segment the capture sees of a connection to port 443."""
+    name = sni.encode()
+    server_name = struct.pack("!HBH", len(name) + 3, 0, len(name)) + name
+    ext = struct.pack("!HH", 0, len(server_name)) + server_name
+    hello = (b"\x03\x03" + bytes(32) + b"\x00" + struct.pack("!H", 2) + b"\x13\x01"
+             + b"\x01\x00" + struct.pack("!H", len(ext)) + ext)
+    hs = b"\x01" + len(hello).to_bytes(3, "big") + hello
+    record = b"\x16\x03\x01" + struct.pack("!H", len(hs)) + hs
+    tcp = struct.pack("!HHIIBBHHH", sport, 443, 5000, 6000, 0x50, 0x18, 64240, 0, 0) + record
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 9, 0x4000, 64, 6, 0,
+                     ipaddress.ip_address(device_ip).packed,
+                     ipaddress.ip_address(server_ip).packed)
+    eth = b"\x02\x00\x00\x00\x00\x01" + b"\x02\x00\x00\x00\x00\x02" + b"\x08\x00"
+    return when.timestamp(), eth + ip + tcp
+
+
 def write_pcap(path: Path, frames: Iterable[Frame]) -> Path:
     """Frames in time order into a classic microsecond pcap (Ethernet)."""
     with open(path, "wb") as fh:

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
-from scenarios import Piece, build, dns_answer, http_get, is_tcp, udp_ports
+from scenarios import Piece, build, dns_answer, http_get, is_tcp, tls_client_hello, udp_ports
 
 from conftest import CORPUS, needs_corpus
 from netwatch.cli import main
@@ -309,3 +309,18 @@ def test_a_download_just_before_a_first_session_raises_the_severity(tmp_path: Pa
     assert found[0]["severity"] == "warning"
     assert any("AnyDesk was downloaded 5 min before this session started" in r
                for r in found[0]["reasons"])
+
+
+def test_banking_seen_only_in_tls_still_counts(tmp_path: Path) -> None:
+    # The device had the bank's address cached: no DNS answer, only the TLS server name.
+    start = local(2026, 5, 10, 10, 30)
+    hello = tls_client_hello(start.replace(second=8), VNC_DEVICE, "203.0.113.120",
+                             "www.belfius.be")
+    cap = build(tmp_path / "sni.pcap", [Piece(VNC, start)], [hello])
+    events = replay(tmp_path, [cap], household(tmp_path, VNC_DEVICE))
+    ctx = [e["dns"] for e in events if e["event_type"] == "dns"]
+    assert ctx == [{"type": "sni", "rrname": "www.belfius.be", "category": "banking",
+                    "bank": "belfius.be", "country": "be"}]
+    found = alerts(events)
+    assert found[-1]["severity"] == "critical"
+    assert any("belfius.be" in r for r in found[-1]["reasons"])

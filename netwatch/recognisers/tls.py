@@ -231,6 +231,8 @@ class TlsRecogniser(Recogniser):
         if cts and not client.is_tls and (not stc or not server.is_tls):
             return GIVE_UP
         sigs = self.signatures
+        if client.sni and hasattr(flow, "sni"):
+            flow.sni = client.sni  # for the household context (banking), not for detection
         direct = _is_local(flow.server_ip) and _is_local(flow.client_ip)
         det: Detection | None = None
         if client.client_hello:
