@@ -47,6 +47,7 @@ case "${1:-}" in
     apt_install tshark libndpi-bin
     venv "[test]"
     .venv/bin/ruff check netwatch tests --exclude tests/pcaps
+    .venv/bin/mypy netwatch
     .venv/bin/netwatch signatures check
     .venv/bin/python -m pytest -q -p no:cacheprovider tests
     # Speed guard: a short paired run against ndpiReader; fails only when netwatch's speed

@@ -291,6 +291,7 @@ def bench(packets: int, seed: int, pcap: str | None, truth: str | None, runs: in
 
     from . import bench as b
 
+    mix_truth: Path | None
     if pcap is None:
         try:
             mix, mix_truth = b.make_mix(packets, seed, Path(workdir))
@@ -298,7 +299,8 @@ def bench(packets: int, seed: int, pcap: str | None, truth: str | None, runs: in
             click.echo(f"netwatch bench: {e}", err=True)
             sys.exit(EXIT_INPUT_ERROR)
     else:
-        mix, mix_truth = Path(pcap), Path(truth) if truth else None
+        mix = Path(pcap)
+        mix_truth = Path(truth) if truth else None
     report = b.run(mix, mix_truth, runs=runs, peer=not no_peer, stages=not no_stages,
                    nflog=not no_nflog)
     click.echo(b.render(report), nl=False)

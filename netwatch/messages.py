@@ -10,6 +10,7 @@ catalogue template with named places.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
@@ -151,7 +152,7 @@ SEVERITY_TAGS = {"info": ["information_source"], "warning": ["warning"],
 
 
 def render(event: dict[str, Any], carer: str, language: str, tz: ZoneInfo | None,
-           country: str | None = None, links: list[tuple[str, str]] = ()) -> Message:
+           country: str | None = None, links: Sequence[tuple[str, str]] = ()) -> Message:
     """An ``alert`` event as a message for one carer: title, body, buttons."""
     alert = event["alert"]
     lang = language if language in LANGUAGES else DEFAULT_LANGUAGE

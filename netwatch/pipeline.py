@@ -456,7 +456,7 @@ class Pipeline:
 
     def _emit_detection(self, f: Flow, det: Detection, ts: float) -> None:
         client, server = ip_text(f.client_ip), ip_text(f.server_ip)
-        ev = {
+        ev: dict[str, Any] = {
             "timestamp": iso_timestamp(ts),
             "event_type": "remote_access",
             "flow_id": f.id,

@@ -128,7 +128,8 @@ class Policy:
         device = self.h.device_for(v.device_ip) if self.h is not None else None
         tool = self.names.get(v.tool, v.tool)
         if self.h is not None:
-            for peer in v.peers or [None]:
+            peers: list[str | None] = list(v.peers) or [None]
+            for peer in peers:
                 ip = peer if peer and _is_ip(peer) else None
                 name = peer if peer and not _is_ip(peer) else None
                 if self.h.trusted_rule(device, v.tool, ip, name) is not None:

@@ -237,9 +237,9 @@ class TlsRecogniser(Recogniser):
         det: Detection | None = None
         if client.client_hello:
             if client.alpn:
-                m = sigs.match_alpn(client.alpn)
-                if m is not None:
-                    proto, role, tool = m
+                alpn = sigs.match_alpn(client.alpn)
+                if alpn is not None:
+                    proto, role, tool = alpn
                     det = Detection(tool, "session" if direct else role, "high",
                                     [Evidence("alpn", proto)])
             if client.sni:
