@@ -29,6 +29,22 @@ def _signatures(path: str) -> SignatureSet:
         raise click.ClickException("signature files are invalid:\n" + str(e)) from None
 
 
+def _household_or_exit(path: str) -> Any:
+    """The household file, or its problems on standard error and the exit: 2 when it cannot
+    be read (bad input), 1 when it has mistakes (a configuration error)."""
+    from .household import HouseholdError, HouseholdUnreadable, load_household
+
+    try:
+        return load_household(path)
+    except HouseholdUnreadable as e:
+        click.echo(f"netwatch: {e.problems[0]}", err=True)
+        sys.exit(EXIT_INPUT_ERROR)
+    except HouseholdError as e:
+        for problem in e.problems:
+            click.echo(problem, err=True)
+        sys.exit(1)
+
+
 @click.group()
 @click.version_option(__version__, prog_name="netwatch")
 def main() -> None:
@@ -65,16 +81,7 @@ def replay(captures: tuple[str, ...], eve_log: str | None, fmt: str, sig_dir: st
     sigs = _signatures(sig_dir)
     household = None
     if household_file is not None:
-        from .household import HouseholdError, HouseholdUnreadable, load_household
-
-        try:
-            household = load_household(household_file)
-        except HouseholdError as e:
-            for problem in e.problems:
-                click.echo(problem, err=True)
-            # An unreadable file is bad input (2); a file with mistakes is a config error (1),
-            # as with check-config.
-            sys.exit(EXIT_INPUT_ERROR if isinstance(e, HouseholdUnreadable) else 1)
+        household = _household_or_exit(household_file)
         for w in household.warnings:
             click.echo(f"netwatch: warning: {w}", err=True)
     try:
@@ -342,13 +349,7 @@ def check_config(file: str, now_text: str | None, fetch: bool) -> None:
     """
     from datetime import UTC, datetime
 
-    from .household import (
-        HouseholdError,
-        HouseholdUnreadable,
-        describe,
-        fetch_calendars,
-        load_household,
-    )
+    from .household import describe, fetch_calendars
 
     if now_text is not None:
         try:
@@ -361,15 +362,7 @@ def check_config(file: str, now_text: str | None, fetch: bool) -> None:
     if fetch:
         for ok, msg in fetch_calendars(file):
             click.echo(f"fetch: {msg}", err=not ok)
-    try:
-        household = load_household(file)
-    except HouseholdUnreadable as e:
-        click.echo(f"netwatch: {e.problems[0]}", err=True)
-        sys.exit(EXIT_INPUT_ERROR)
-    except HouseholdError as e:
-        for problem in e.problems:
-            click.echo(problem, err=True)
-        sys.exit(1)
+    household = _household_or_exit(file)
     for w in household.warnings:
         click.echo(f"warning: {w}", err=True)
     if now.tzinfo is None:
@@ -553,18 +546,9 @@ def alert_test(household_file: str, state_dir: str | None) -> None:
     """
     import time
 
-    from .household import HouseholdError, HouseholdUnreadable, load_household
     from .senders import DeliveryId, SendError, Senders
 
-    try:
-        household = load_household(household_file)
-    except HouseholdUnreadable as e:
-        click.echo(f"netwatch: {e.problems[0]}", err=True)
-        sys.exit(EXIT_INPUT_ERROR)
-    except HouseholdError as e:
-        for problem in e.problems:
-            click.echo(problem, err=True)
-        sys.exit(1)
+    household = _household_or_exit(household_file)
     senders = Senders()
     now = time.time()
     run = f"test{int(now)}"

@@ -60,6 +60,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from .household import MASK, mask_url
+from .messages import Message
 
 HTTP_TIMEOUT_S = 10.0
 SMTP_TIMEOUT_S = 10.0
@@ -107,24 +108,8 @@ class DeliveryId:
         return f"<netwatch.{self.row}.{self.revision}.{self.instance}@{domain or 'netwatch'}>"
 
 
-class MessageLike(Protocol):
-    """What a sender reads of a message (netwatch.outbox.Message / netwatch.messages)."""
-
-    key: str
-    alert_id: str
-    session_id: int
-    carer: str
-    language: str
-    severity: str
-    title: str
-    body: str
-    tags: list[str]
-    actions: list[Any]  # each with kind, label, url
-    created: float
-
-
 class Sender(Protocol):
-    def send(self, target: str, message: MessageLike, delivery: DeliveryId) -> None: ...
+    def send(self, target: str, message: Message, delivery: DeliveryId) -> None: ...
 
 
 # --- secrets ------------------------------------------------------------------------------
@@ -200,7 +185,7 @@ class Senders:
     def __init__(self, timeout: float = HTTP_TIMEOUT_S):
         self.timeout = timeout
 
-    def send(self, target: str, message: MessageLike, delivery: DeliveryId) -> None:
+    def send(self, target: str, message: Message, delivery: DeliveryId) -> None:
         scheme = target.partition("://")[0].lower()
         fn = _NATIVE.get(scheme, _send_apprise)
         try:
@@ -212,7 +197,7 @@ class Senders:
                             ) from None
 
 
-def send(target: str, message: MessageLike, delivery: DeliveryId,
+def send(target: str, message: Message, delivery: DeliveryId,
          timeout: float = HTTP_TIMEOUT_S) -> None:
     Senders(timeout).send(target, message, delivery)
 
@@ -255,7 +240,7 @@ def _yes(value: str | None, default: bool = True) -> bool:
     return value.strip().lower() not in ("no", "false", "0", "off", "n")
 
 
-def _action_lines(message: MessageLike) -> list[str]:
+def _action_lines(message: Message) -> list[str]:
     """A "label: url" line per action, for text-only services; none the body already has
     (netwatch.messages.render writes them into the body)."""
     lines = [f"{a.label}: {a.url}" for a in message.actions]
@@ -348,7 +333,7 @@ def ntfy_priority(value: str) -> int:
                     "max or urgent")
 
 
-def ntfy_payload(topic: str, message: MessageLike, priority: int | None = None,
+def ntfy_payload(topic: str, message: Message, priority: int | None = None,
                  extra_tags: Iterable[str] = ()) -> dict[str, Any]:
     """The JSON body ntfy's publish-as-JSON API takes (POSTed to the server root)."""
     tags: list[str] = []
@@ -372,7 +357,7 @@ def ntfy_payload(topic: str, message: MessageLike, priority: int | None = None,
     return payload
 
 
-def _send_ntfy(url: str, message: MessageLike, delivery: DeliveryId, timeout: float) -> None:
+def _send_ntfy(url: str, message: Message, delivery: DeliveryId, timeout: float) -> None:
     u = _parse(url)
     secure = u.scheme == "ntfys"
     topics = list(u.path)
@@ -404,7 +389,7 @@ def _send_ntfy(url: str, message: MessageLike, delivery: DeliveryId, timeout: fl
 # --- JSON webhook -------------------------------------------------------------------------
 
 
-def webhook_payload(message: MessageLike, delivery: DeliveryId) -> dict[str, Any]:
+def webhook_payload(message: Message, delivery: DeliveryId) -> dict[str, Any]:
     return {
         # Apprise's json:// fields, so a receiver written for Apprise reads it too.
         "version": "1.0",
@@ -426,7 +411,7 @@ def webhook_payload(message: MessageLike, delivery: DeliveryId) -> dict[str, Any
     }
 
 
-def _send_json(url: str, message: MessageLike, delivery: DeliveryId, timeout: float) -> None:
+def _send_json(url: str, message: Message, delivery: DeliveryId, timeout: float) -> None:
     u = _parse(url)
     if not u.host:
         raise SendError(f"webhook {u.masked}: no host (json://host/path)")
@@ -464,7 +449,7 @@ def _addresses(values: Iterable[str]) -> list[str]:
     return out
 
 
-def mail_message(message: MessageLike, delivery: DeliveryId, sender: str,
+def mail_message(message: Message, delivery: DeliveryId, sender: str,
                  to: list[str], cc: list[str] | None = None,
                  sender_name: str | None = None) -> EmailMessage:
     """The e-mail for ``message``: plain text, a line per action link."""
@@ -492,7 +477,7 @@ def mail_message(message: MessageLike, delivery: DeliveryId, sender: str,
     return m
 
 
-def _send_mail(url: str, message: MessageLike, delivery: DeliveryId, timeout: float) -> None:
+def _send_mail(url: str, message: Message, delivery: DeliveryId, timeout: float) -> None:
     u = _parse(url)
     q = u.query
     user = q.get("user") or u.user
@@ -579,7 +564,7 @@ class _Capture(logging.Handler):
             pass
 
 
-def _send_apprise(url: str, message: MessageLike, delivery: DeliveryId,
+def _send_apprise(url: str, message: Message, delivery: DeliveryId,
                   timeout: float) -> None:
     masked = mask_url(url)
     try:
@@ -632,7 +617,7 @@ def _last(messages: list[str]) -> str:
     return ""
 
 
-_NATIVE: dict[str, Callable[[str, MessageLike, DeliveryId, float], None]] = {
+_NATIVE: dict[str, Callable[[str, Message, DeliveryId, float], None]] = {
     "ntfy": _send_ntfy, "ntfys": _send_ntfy,
     "json": _send_json, "jsons": _send_json,
     "mailto": _send_mail, "mailtos": _send_mail,
