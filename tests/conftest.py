@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +71,16 @@ def read_tsv(path: Path) -> list[dict[str, str]]:
     lines = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
     head = lines[0].split("\t")
     return [dict(zip(head, ln.split("\t"))) for ln in lines[1:]]
+
+
+@pytest.fixture
+def ntfy() -> Iterator[Any]:
+    """An ntfy-compatible server on loopback for the test (test_senders.FakeNtfy), stopped
+    at its end."""
+    from test_senders import FakeNtfy
+
+    fake = FakeNtfy().start()
+    try:
+        yield fake
+    finally:
+        fake.stop()

@@ -52,6 +52,23 @@ def is_tcp(frame: bytes) -> bool:
     return len(frame) >= 34 and frame[12:14] == b"\x08\x00" and frame[23] == 6
 
 
+# Locally administered MAC addresses; netwatch reads nothing of them.
+ETHERNET_HEADER = b"\x02\x00\x00\x00\x00\x02" + b"\x02\x00\x00\x00\x00\x01" + b"\x08\x00"
+
+
+def ipv4_frame(src: str, dst: str, proto: int, l4: bytes, ident: int,
+               flags_frag: int = 0x4000) -> bytes:
+    """Ethernet + a 20-byte IPv4 header (RFC 791) around a transport segment."""
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), ident, flags_frag, 64, proto, 0,
+                     ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed)
+    return ETHERNET_HEADER + ip + l4
+
+
+def tcp_segment(sport: int, dport: int, seq: int, ack: int, payload: bytes) -> bytes:
+    """A TCP header (RFC 9293) with PSH+ACK and no options, then the payload."""
+    return struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 0x50, 0x18, 64240, 0, 0) + payload
+
+
 def dns_answer(when: datetime, device_ip: str, resolver_ip: str, name: str,
                address: str, txid: int = 0x4242) -> Frame:
     """A DNS response (RFC 1035 §4.1) for an A record, from the resolver to the device."""
@@ -61,11 +78,7 @@ def dns_answer(when: datetime, device_ip: str, resolver_ip: str, name: str,
         ipaddress.ip_address(address).packed
     dns = struct.pack("!HHHHHH", txid, 0x8180, 1, 1, 0, 0) + question + answer
     udp = struct.pack("!HHHH", 53, 53000 + txid % 1000, 8 + len(dns), 0) + dns
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), txid, 0, 64, 17, 0,
-                     ipaddress.ip_address(resolver_ip).packed,
-                     ipaddress.ip_address(device_ip).packed)
-    eth = b"\x02\x00\x00\x00\x00\x02" + b"\x02\x00\x00\x00\x00\x01" + b"\x08\x00"
-    return when.timestamp(), eth + ip + udp
+    return when.timestamp(), ipv4_frame(resolver_ip, device_ip, 17, udp, txid, 0)
 
 
 def http_get(when: datetime, device_ip: str, server_ip: str, host: str, path: str,
@@ -73,12 +86,8 @@ def http_get(when: datetime, device_ip: str, server_ip: str, host: str, path: st
     """One plain-HTTP request segment (RFC 9112) from the device, as seen mid-connection."""
     req = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Mozilla/5.0\r\n"
            f"Accept: */*\r\n\r\n").encode()
-    tcp = struct.pack("!HHIIBBHHH", sport, 80, 1000, 2000, 0x50, 0x18, 64240, 0, 0) + req
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 7, 0x4000, 64, 6, 0,
-                     ipaddress.ip_address(device_ip).packed,
-                     ipaddress.ip_address(server_ip).packed)
-    eth = b"\x02\x00\x00\x00\x00\x01" + b"\x02\x00\x00\x00\x00\x02" + b"\x08\x00"
-    return when.timestamp(), eth + ip + tcp
+    return when.timestamp(), ipv4_frame(device_ip, server_ip, 6,
+                                        tcp_segment(sport, 80, 1000, 2000, req), 7)
 
 
 def tls_client_hello(when: datetime, device_ip: str, server_ip: str, sni: str,
@@ -92,12 +101,8 @@ def tls_client_hello(when: datetime, device_ip: str, server_ip: str, sni: str,
              + b"\x01\x00" + struct.pack("!H", len(ext)) + ext)
     hs = b"\x01" + len(hello).to_bytes(3, "big") + hello
     record = b"\x16\x03\x01" + struct.pack("!H", len(hs)) + hs
-    tcp = struct.pack("!HHIIBBHHH", sport, 443, 5000, 6000, 0x50, 0x18, 64240, 0, 0) + record
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 9, 0x4000, 64, 6, 0,
-                     ipaddress.ip_address(device_ip).packed,
-                     ipaddress.ip_address(server_ip).packed)
-    eth = b"\x02\x00\x00\x00\x00\x01" + b"\x02\x00\x00\x00\x00\x02" + b"\x08\x00"
-    return when.timestamp(), eth + ip + tcp
+    return when.timestamp(), ipv4_frame(device_ip, server_ip, 6,
+                                        tcp_segment(sport, 443, 5000, 6000, record), 9)
 
 
 def write_pcap(path: Path, frames: Iterable[Frame]) -> Path:

@@ -10,10 +10,8 @@ from __future__ import annotations
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 from test_senders import FakeNtfy
 
@@ -28,13 +26,6 @@ DEMO = SYNTHETIC / "demo-anydesk-scam.pcap"
 REPLAY_END = 1709647670.0  # 2024-03-05T14:07:50Z, the demo's last packet
 
 
-@pytest.fixture
-def ntfy() -> Iterator[FakeNtfy]:
-    fake = FakeNtfy().start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
 
 
 def household(tmp_path: Path, url: str) -> Path:

@@ -36,16 +36,19 @@ TV_DEVICE = "10.0.2.15"
 RESOLVER = "192.168.2.1"
 
 
-def household(tmp_path: Path, device_ip: str, extra: str = "", windows: str | None = None
-              ) -> Path:
-    if windows is None:
-        windows = """
+SUNDAY_WINDOW = """
 help_windows:
   - name: Pieter helps on Sunday mornings
     days: [sun]
     start: "10:00"
     end: "12:00"
 """
+
+
+def household(tmp_path: Path, device_ip: str, extra: str = "", windows: str | None = None
+              ) -> Path:
+    if windows is None:
+        windows = SUNDAY_WINDOW
     text = f"""
 timezone: Europe/Brussels
 people:
@@ -264,14 +267,7 @@ def test_a_udp_only_lookup_frame_is_built_right() -> None:
 
 
 def test_a_tool_the_help_window_does_not_expect_is_critical(tmp_path: Path) -> None:
-    windows = """
-help_windows:
-  - name: Pieter helps on Sunday mornings
-    days: [sun]
-    start: "10:00"
-    end: "12:00"
-    tools: [anydesk]
-"""
+    windows = SUNDAY_WINDOW + "    tools: [anydesk]\n"
     cap = build(tmp_path / "rdp-sunday.pcap", [Piece(RDP, local(2026, 5, 10, 10, 30))])
     found = alerts(replay(tmp_path, [cap], household(tmp_path, RDP_DEVICE, windows=windows)))
     active = [a for a in found if a["state"] == "active"]

@@ -139,13 +139,6 @@ class FakeNtfy:
         return f"{scheme}://{cred}127.0.0.1:{self.port}/{topic}{query}"
 
 
-@pytest.fixture
-def ntfy() -> Iterator[FakeNtfy]:
-    fake = FakeNtfy().start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
 
 
 # --- an SMTP server --------------------------------------------------------------------------
