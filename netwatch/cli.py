@@ -627,6 +627,11 @@ def alert_deliver(state_dir: str, once: bool, interval: float, min_interval: flo
     except (OSError, ValueError, sqlite3.Error) as e:
         raise click.ClickException(f"cannot use state folder {state_dir}: {e}") from None
     senders = Senders()
+    if not once:
+        # Said once the stop signals are handled: a service manager (or a test) knows the
+        # worker is up and will stop cleanly.
+        click.echo(f"netwatch: alerts: delivering from {state_dir} every {interval:g} s",
+                   err=True)
     with box:
         while True:
             report = box.deliver_due(time.time(), senders, stop=stop.is_set)

@@ -52,13 +52,6 @@ def row_of(req_id: str) -> int:
     return int(req_id.split(".")[0])
 
 
-@pytest.fixture
-def ntfy() -> Iterator[FakeNtfy]:
-    fake = FakeNtfy().start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
 
 
 @pytest.fixture
@@ -344,9 +337,15 @@ def test_update_merged_during_a_send_stays_pending(box: Outbox, ntfy: FakeNtfy) 
 
 
 def worker(state: Path, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    """A delivery worker, returned once it says it is up (its signal handlers are in place:
+    a signal sent earlier, during Python's start-up, would not be a clean stop)."""
+    proc = subprocess.Popen(
         [sys.executable, "-m", "netwatch", "alert", "deliver", "--state-dir", str(state),
          *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    first = proc.stderr.readline()  # "" if it died at once: the test's asserts then say so
+    assert "delivering from" in first or proc.poll() is not None, first
+    return proc
 
 
 def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[int, str]:
