@@ -18,8 +18,7 @@ Two ways to write it:
 
 from __future__ import annotations
 
-import base64
-import hashlib
+import binascii
 import json
 import math
 import os
@@ -28,6 +27,13 @@ import sys
 import time
 from datetime import datetime
 from typing import IO, Any
+
+try:
+    # CPython's own SHA-1: hashlib would load OpenSSL's libcrypto, 3.5 MiB more memory for a
+    # replay (the benchmark's peak RSS) just to hash a few flows.
+    from _sha1 import sha1
+except ImportError:  # another Python
+    from hashlib import sha1
 
 # Events are kept in memory and written this many at a time (and always at close), so the
 # log costs one write call per batch rather than per event.
@@ -95,9 +101,9 @@ def flow_id(proto: int, client_ip: bytes, client_port: int, server_ip: bytes,
     """The flow's EVE ``flow_id``: a hash of its 5-tuple and its first packet's time (in
     microseconds), so the same flow has the same id in every run and two runs never hand out
     the same small numbers. Bounded to 51 bits like Suricata's; never 0."""
-    h = hashlib.blake2b(_FLOW_KEY(proto, round(first_ts * 1e6)) + client_ip + server_ip
-                        + _PORTS(client_port, server_port), digest_size=8)
-    return int.from_bytes(h.digest(), "big") & FLOW_ID_MASK or 1
+    digest = sha1(_FLOW_KEY(proto, round(first_ts * 1e6)) + client_ip + server_ip
+                  + _PORTS(client_port, server_port)).digest()
+    return int.from_bytes(digest[:8], "big") & FLOW_ID_MASK or 1
 
 
 def community_id(proto: int, ip_a: bytes, port_a: int, ip_b: bytes, port_b: int,
@@ -108,9 +114,9 @@ def community_id(proto: int, ip_a: bytes, port_a: int, ip_b: bytes, port_b: int,
     comes first, whichever side opened the flow."""
     if (ip_b, port_b) < (ip_a, port_a):
         ip_a, port_a, ip_b, port_b = ip_b, port_b, ip_a, port_a
-    digest = hashlib.sha1(struct.pack("!H", seed) + ip_a + ip_b + bytes((proto, 0))
-                          + _PORTS(port_a, port_b)).digest()
-    return "1:" + base64.b64encode(digest).decode("ascii")
+    digest = sha1(struct.pack("!H", seed) + ip_a + ip_b + bytes((proto, 0))
+                  + _PORTS(port_a, port_b)).digest()
+    return "1:" + binascii.b2a_base64(digest, newline=False).decode("ascii")
 
 
 def eve_line(event: dict[str, Any]) -> str:
