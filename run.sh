@@ -43,8 +43,8 @@ case "${1:-}" in
     ;;
   test)
     # tshark is the oracle the decoding tests compare against; ndpiReader is the peer the
-    # speed guard measures netwatch against.
-    apt_install tshark libndpi-bin
+    # speed guard measures netwatch against; promtool (in prometheus) checks /metrics.
+    apt_install tshark libndpi-bin prometheus
     venv "[test]"
     .venv/bin/ruff check netwatch tests --exclude tests/pcaps
     .venv/bin/mypy netwatch
