@@ -53,7 +53,7 @@ class Flow:
         "last_ts", "pkts", "bytes", "payload_pkts", "client_syn", "server_synack", "rst",
         "fins", "inspecting", "streams", "segments", "next_seq", "pending", "candidates",
         "verdict", "name", "name_rule", "closing", "key", "rkey", "dns_tools",
-        "events", "narrowed_on", "sni", "sni_seen",
+        "events", "narrowed_on", "sni", "sni_seen", "from_log",
     )
 
     def __init__(self, fid: int, proto: int, cip: bytes, cport: int, sip: bytes, sport: int,
@@ -92,6 +92,9 @@ class Flow:
         self.narrowed_on: int | None = None
         self.sni: str | None = None  # the TLS server name, when the TLS recogniser read one
         self.sni_seen = False  # the household context has looked at it
+        # Not a connection: the lookups of one device read from the LAN resolver's log
+        # (Pipeline.dns_lookup), so it carries no bytes and its far end is the resolver.
+        self.from_log = False
 
     def saw_close(self, flags: int) -> None:
         """A FIN or RST went by (TCP flags): the connection is closing after a RST or a FIN
