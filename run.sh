@@ -44,7 +44,8 @@ case "${1:-}" in
   test)
     # tshark is the oracle the decoding tests compare against; ndpiReader is the peer the
     # speed guard measures netwatch against.
-    apt_install tshark libndpi-bin
+    # dnsmasq-base and iproute2: the dnslog test runs a real dnsmasq in namespaces.
+    apt_install tshark libndpi-bin dnsmasq-base iproute2
     venv "[test]"
     .venv/bin/ruff check netwatch tests --exclude tests/pcaps
     .venv/bin/mypy netwatch

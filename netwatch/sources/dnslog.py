@@ -107,6 +107,7 @@ class ParseStats:
 class _Pending:
     lookup: DnsLookup
     clients: list[str]
+    seq: int  # the order queries were logged in (stamps have one-second steps)
     answered: bool = False
 
 
@@ -172,7 +173,7 @@ class DnsmasqLog:
             self._last_cname = None
         elif len(self._chain_of) > MAX_PENDING:
             self._chain_of.clear()
-        done.sort(key=lambda p: p.lookup.ts)
+        done.sort(key=lambda p: p.seq)
         out = [lk for p in done for lk in self._per_client(p)]
         self.st.lookups += len(out)
         return out
@@ -233,18 +234,20 @@ class DnsmasqLog:
         except ValueError:
             self.st.junk += 1
             return
-        self.st.queries += 1
         key = serial or name
         p = self._pending.get(key)
         if p is not None and not p.answered:
+            self.st.queries += 1
             if client not in p.clients:
                 p.clients.append(client)  # the same name asked by another device meanwhile
             return
         if p is not None:  # answered but not yet taken: it is complete
             del self._pending[key]
             self._ready.append(p)
+        self.st.queries += 1
         self._pending[key] = _Pending(DnsLookup(ts, client, name, qtype,
-                                                resolver=self.resolver), [client])
+                                                resolver=self.resolver), [client],
+                                      self.st.queries)
         if len(self._pending) > MAX_PENDING:
             self._pending.popitem(last=False)
             self.st.dropped += 1
@@ -328,11 +331,14 @@ class LogFollower:
         self._pos = 0
         self._part = b""
         self._from_start = from_start
+        self._first = True
 
     def read_lines(self) -> list[str]:
         """The complete lines written since the last call (maybe none)."""
-        if self._fd is None and not self._open(first=not self.st.opened):
+        if self._fd is None and not self._open(first=self._first):
+            self._first = False  # a file that appears later is new: read it whole
             return []
+        self._first = False
         lines = self._drain()
         try:
             now = os.stat(self.path)
@@ -360,7 +366,7 @@ class LogFollower:
             return False
         st = os.fstat(fd)
         self._fd, self._ino = fd, (st.st_dev, st.st_ino)
-        # A daemon starting on an old log does not replay it; a new file is read whole.
+        # A daemon starting on an existing log does not replay it; a new file is read whole.
         self._pos = st.st_size if first and not self._from_start else 0
         self._part = b""
         self.st.opened += 1
