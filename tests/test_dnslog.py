@@ -303,3 +303,37 @@ def test_the_live_source_yields_lookups_as_the_log_grows(tmp_path: Path) -> None
     assert src.stats()["lookups"] == 3 and src.stats()["junk_lines"] == 0
     assert src.name == "dnslog" and src.kind == "lookups" and src.iface == str(log)
     src.close()
+
+
+def test_random_and_mutated_lines_never_crash_the_parser_or_the_pipeline() -> None:
+    import random
+
+    rng = random.Random(18)
+    good = lines_at(datetime(2026, 12, 8, 15, 0, 1, tzinfo=BRUSSELS),
+                    f"7 {LAPTOP}/41234 query[A] relay-1a2b3c4d.net.anydesk.com from {LAPTOP}",
+                    "7 192.168.1.23/41234 reply relay-1a2b3c4d.net.anydesk.com is <CNAME>",
+                    "reply boot.net.anydesk.com is 203.0.113.60",
+                    "gravity blocked kbc.be is ::").splitlines()
+    good.append("2026-13-45T99:99:99.5+99:99 pi dnsmasq[1]: query[A] x from 1.2.3.4")
+    p = DnsmasqLog(tz=BRUSSELS)
+    pipe = Pipeline(signatures(), EventLog(None), household=load_household(
+        str(EXAMPLE_HOUSEHOLD)))
+    for i in range(1500):
+        line = list(rng.choice(good))
+        for _ in range(rng.randrange(4)):
+            at = rng.randrange(len(line))
+            op = rng.randrange(3)
+            if op == 0:
+                del line[at]
+            elif op == 1:
+                line.insert(at, chr(rng.randrange(0x20, 0x3000)))
+            else:
+                line[at] = rng.choice(" /:.[]0123456789")
+        p.feed("".join(line), NOW + i)
+        pipe.feed_lookups(p.take(NOW + i))
+    pipe.dns_lookup(NOW, "not an address", "boot.net.anydesk.com")
+    pipe.dns_lookup(NOW, LAPTOP, "", ["also not an address"], ["..", "x" * 300])
+    pipe.feed_lookups(p.flush())
+    pipe.finish()
+    assert p.st.lines == 1500
+    assert p.st.junk > 0 and p.st.lookups > 0
