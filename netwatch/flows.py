@@ -49,11 +49,11 @@ _NO_CANDIDATES: Any = ()
 
 class Flow:
     __slots__ = (
-        "id", "proto", "client_ip", "server_ip", "client_port", "server_port", "first_ts",
+        "from_log", "id", "proto", "client_ip", "server_ip", "client_port", "server_port", "first_ts",
         "last_ts", "pkts", "bytes", "payload_pkts", "client_syn", "server_synack", "rst",
         "fins", "inspecting", "streams", "segments", "next_seq", "pending", "candidates",
         "verdict", "name", "name_rule", "closing", "key", "rkey", "dns_tools",
-        "events", "narrowed_on", "sni", "sni_seen", "from_log",
+        "events", "narrowed_on", "sni", "sni_seen",
     )
 
     def __init__(self, fid: int, proto: int, cip: bytes, cport: int, sip: bytes, sport: int,
@@ -86,15 +86,15 @@ class Flow:
         self.key: Any = None
         self.rkey: Any = None
         self.dns_tools: set[str] | None = None
+        # Not a connection: the lookups of one device read from the LAN resolver's log
+        # (Pipeline.dns_lookup), so it carries no bytes and its far end is the resolver.
+        self.from_log = False
         self.events = 0
         # Direction whose first byte alone chose the candidates (None: not narrowed yet, or
         # narrowed on both sides).
         self.narrowed_on: int | None = None
         self.sni: str | None = None  # the TLS server name, when the TLS recogniser read one
         self.sni_seen = False  # the household context has looked at it
-        # Not a connection: the lookups of one device read from the LAN resolver's log
-        # (Pipeline.dns_lookup), so it carries no bytes and its far end is the resolver.
-        self.from_log = False
 
     def saw_close(self, flags: int) -> None:
         """A FIN or RST went by (TCP flags): the connection is closing after a RST or a FIN

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -576,8 +576,8 @@ class Pipeline:
         for lk in lookups:
             self.dns_lookup(lk.ts, lk.client, lk.qname, lk.answers, lk.chain, lk.resolver)
 
-    def dns_lookup(self, ts: float, client_ip: str, qname: str, answers: Sequence[str] = (),
-                   chain: Sequence[str] = (), resolver_ip: str = LOCAL_RESOLVER) -> None:
+    def dns_lookup(self, ts: float, client_ip: str, qname: str, answers: Iterable[str] = (),
+                   chain: Iterable[str] = (), resolver_ip: str = LOCAL_RESOLVER) -> None:
         """One lookup read from the resolver's log (a box that is only the LAN's DNS server):
         what ``_dns`` does with a parsed answer, without packets. The answers go into the
         name cache, a bank's name is context for the policy, and a tool's name is a detection
