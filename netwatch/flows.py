@@ -49,7 +49,8 @@ _NO_CANDIDATES: Any = ()
 
 class Flow:
     __slots__ = (
-        "from_log", "id", "proto", "client_ip", "server_ip", "client_port", "server_port", "first_ts",
+        "from_log",
+        "id", "proto", "client_ip", "server_ip", "client_port", "server_port", "first_ts",
         "last_ts", "pkts", "bytes", "payload_pkts", "client_syn", "server_synack", "rst",
         "fins", "inspecting", "streams", "segments", "next_seq", "pending", "candidates",
         "verdict", "name", "name_rule", "closing", "key", "rkey", "dns_tools",

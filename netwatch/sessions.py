@@ -146,6 +146,13 @@ class SessionTracker:
         if det.role not in CARRIER_ROLES:
             return
         s, new = self._session_for(f, device, det.tool, ts)
+        if f.from_log:  # an ID server's name looked up: a client registering; no peers seen
+            if new:
+                self._change(s, s.state, ts)
+            return
+        s.peers.add(ip_str(f.server_ip if ip_str(f.client_ip) == device else f.client_ip))
+        if f.name:
+            s.peers.add(f.name)
         state = s.state
         if det.role in RELAY_ROLES:
             s.relayed = True
@@ -193,10 +200,6 @@ class SessionTracker:
             if len(s.flows) < self.t.max_flows:
                 s.flows.append(f)
                 self.by_flow[f.id] = s
-        if not f.from_log:  # a lookup's far end is the resolver, not the remote side
-            s.peers.add(ip_str(f.server_ip if ip_str(f.client_ip) == device else f.client_ip))
-            if f.name:
-                s.peers.add(f.name)
         return s, new
 
     def on_flow_end(self, f: Flow, ts: float) -> None:
