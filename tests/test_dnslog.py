@@ -213,9 +213,12 @@ def test_a_query_with_no_answer_is_handed_on_after_waiting() -> None:
     at = datetime(2026, 12, 8, 15, 0, 1, tzinfo=BRUSSELS).timestamp()
     p = DnsmasqLog(tz=BRUSSELS)
     p.feed("Dec  8 15:00:01 dnsmasq[412]: query[A] slow.example from 192.168.1.23", at)
+    # The resolver's clock an hour ahead of netwatch's: the wait is counted on netwatch's.
+    p.feed("Dec  8 16:00:01 dnsmasq[412]: query[A] skewed.example from 192.168.1.23", at)
     assert p.take(at + 1) == []  # the upstream answer may still come
     out = p.take(at + 10)
-    assert [(lk.qname, lk.outcome) for lk in out] == [("slow.example", "no answer")]
+    assert [(lk.qname, lk.outcome) for lk in out] == [("slow.example", "no answer"),
+                                                      ("skewed.example", "no answer")]
 
 
 # ---------------------------------------------------------------------- end to end

@@ -108,6 +108,7 @@ class _Pending:
     lookup: DnsLookup
     clients: list[str]
     seq: int  # the order queries were logged in (stamps have one-second steps)
+    seen: float  # the clock when the query was read (the log's own time may be skewed)
     answered: bool = False
 
 
@@ -165,7 +166,7 @@ class DnsmasqLog:
         done, self._ready = self._ready, []
         for key in list(self._pending):
             p = self._pending[key]
-            if p.answered or now - p.lookup.ts >= ANSWER_WAIT_S:
+            if p.answered or now - p.seen >= ANSWER_WAIT_S:
                 del self._pending[key]
                 done.append(p)
         if not self._pending:
@@ -247,7 +248,7 @@ class DnsmasqLog:
         self.st.queries += 1
         self._pending[key] = _Pending(DnsLookup(ts, client, name, qtype,
                                                 resolver=self.resolver), [client],
-                                      self.st.queries)
+                                      self.st.queries, self._now)
         if len(self._pending) > MAX_PENDING:
             self._pending.popitem(last=False)
             self.st.dropped += 1
@@ -321,7 +322,9 @@ class LogFollower:
     A rename (logrotate's default, dnsmasq reopening on SIGUSR2) is noticed when the path
     names another file: the old one is read to its end first, then the new one from its
     start. A file cut shorter than what was read (copytruncate) is read again from its
-    start. A last line without its newline waits for the rest."""
+    start; one cut and refilled past that point between two reads cannot be told from one
+    that grew (``tail -F`` has the same blind spot), so poll more often than the log fills.
+    A last line without its newline waits for the rest."""
 
     def __init__(self, path: str, from_start: bool = False):
         self.path = path
