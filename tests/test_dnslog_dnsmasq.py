@@ -107,14 +107,16 @@ devices:
     return p
 
 
-def test_real_dnsmasq_log_lines_become_the_anydesk_detection(tmp_path: Path,
+# Plain query logging, and "extra": a serial number and the requestor on every line.
+@pytest.mark.parametrize("logging", ["--log-queries", "--log-queries=extra"])
+def test_real_dnsmasq_log_lines_become_the_anydesk_detection(tmp_path: Path, logging: str,
                                                             namespaces: None) -> None:
     log = tmp_path / "dnsmasq.log"
     server = subprocess.Popen(
         ["ip", "netns", "exec", NS_DNS, "timeout", str(RUN_S), DNSMASQ, "--keep-in-foreground",
          "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces",
          f"--listen-address={RESOLVER}", "--port=53", "--user=root", "--pid-file=",
-         "--log-queries", f"--log-facility={log}", f"--address=/anydesk.com/{LOCAL_ANSWER}"],
+         logging, f"--log-facility={log}", f"--address=/anydesk.com/{LOCAL_ANSWER}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         src = DnsLogSource(str(log), resolver=RESOLVER, from_start=True)
@@ -141,6 +143,8 @@ def test_real_dnsmasq_log_lines_become_the_anydesk_detection(tmp_path: Path,
     assert [(lk.client, lk.qname, lk.answers, lk.source) for lk in lookups] == [
         (PC, n, [LOCAL_ANSWER], "config") for n in NAMES], log.read_text()
     assert src.stats()["junk_lines"] == 0, log.read_text()
+    if logging.endswith("extra"):
+        assert f" {PC}/" in log.read_text()  # the lines really carried the requestor
 
     eve = tmp_path / "eve.json"
     pipe = Pipeline(signatures(), EventLog(str(eve)),
