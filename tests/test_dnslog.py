@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import jsonschema
+
 from conftest import ROOT, signatures
 from netwatch import messages
 from netwatch.eventlog import EventLog
@@ -18,6 +20,8 @@ from netwatch.pipeline import Pipeline
 from netwatch.sources.dnslog import DnsLogSource, DnsmasqLog, LogFollower, read_log
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
+SCHEMA = jsonschema.Draft202012Validator(json.loads(
+    (ROOT / "netwatch" / "schema" / "eve.schema.json").read_text()))
 EXAMPLE_HOUSEHOLD = ROOT / "deploy" / "household.example.yaml"
 LAPTOP = "192.168.1.23"  # Maria's laptop in the example household
 
@@ -236,7 +240,10 @@ def run_dns_only(tmp_path: Path, log_text: str) -> tuple[Pipeline, list[dict[str
     pipe.feed_lookups(lookups)
     pipe.finish()
     pipe.log.close()
-    return pipe, [json.loads(ln) for ln in eve.read_text().splitlines()]
+    events = [json.loads(ln) for ln in eve.read_text().splitlines()]
+    for e in events:  # the event log's schema covers the DNS-only events too
+        assert list(SCHEMA.iter_errors(e)) == [], e
+    return pipe, events
 
 
 SCAM = (lines_at(datetime(2026, 12, 8, 14, 58, 0, tzinfo=BRUSSELS),
@@ -340,3 +347,17 @@ def test_random_and_mutated_lines_never_crash_the_parser_or_the_pipeline() -> No
     pipe.finish()
     assert p.st.lines == 1500
     assert p.st.junk > 0 and p.st.lookups > 0
+
+
+def test_banking_looked_up_during_a_dns_only_session_raises_it(tmp_path: Path) -> None:
+    text = (lines_at(datetime(2026, 12, 8, 15, 0, 1, tzinfo=BRUSSELS),
+                     f"query[A] relay-1a2b3c4d.net.anydesk.com from {LAPTOP}",
+                     "reply relay-1a2b3c4d.net.anydesk.com is 203.0.113.70")
+            + lines_at(datetime(2026, 12, 8, 15, 2, 0, tzinfo=BRUSSELS),
+                       f"query[A] www.kbc.be from {LAPTOP}", "reply www.kbc.be is 203.0.113.90"))
+    _pipe, events = run_dns_only(tmp_path, text)
+    alerts = [e["alert"] for e in events if e["event_type"] == "alert"]
+    assert [a["severity"] for a in alerts] == ["warning", "critical"]
+    assert [r["code"] for r in alerts[1]["reason_codes"]] == ["outside", "banking", "dns_only"]
+    (ctx,) = [e for e in events if e["event_type"] == "dns"]
+    assert ctx["dns"]["bank"] == "kbc.be" and ctx["src_ip"] == LAPTOP
