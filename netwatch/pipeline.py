@@ -574,17 +574,20 @@ class Pipeline:
     def feed_lookups(self, lookups: Iterable[DnsLookup]) -> None:
         """Lookups read from the LAN resolver's log (netwatch.sources.dnslog)."""
         for lk in lookups:
-            self.dns_lookup(lk.ts, lk.client, lk.qname, lk.answers, lk.chain, lk.resolver)
+            self.dns_lookup(lk.ts, lk.client, lk.qname, lk.answers, lk.chain, lk.resolver,
+                            blocked=lk.outcome == "blocked")
 
     def dns_lookup(self, ts: float, client_ip: str, qname: str, answers: Iterable[str] = (),
-                   chain: Iterable[str] = (), resolver_ip: str = LOCAL_RESOLVER) -> None:
+                   chain: Iterable[str] = (), resolver_ip: str = LOCAL_RESOLVER,
+                   blocked: bool = False) -> None:
         """One lookup read from the resolver's log (a box that is only the LAN's DNS server):
         what ``_dns`` does with a parsed answer, without packets. The answers go into the
         name cache, a bank's name is context for the policy, and a tool's name is a detection
         on a pseudo-flow (``Flow.from_log``) from the device to the resolver, one per tool:
         a download host is ``download``, an ID server ``rendezvous`` (an installed client
         registering: an idle session), any other name of the tool ``dns``; a relay's name
-        also puts the session in ``connecting`` (a connection is being set up)."""
+        also puts the session in ``connecting`` (a connection is being set up). ``blocked``:
+        the resolver refused the name (a Pi-hole block list); the evidence says so."""
         try:
             cip, rip = ip_bytes(client_ip), ip_bytes(resolver_ip)
         except ValueError:
@@ -611,9 +614,9 @@ class Pipeline:
             assert f.dns_tools is not None
             if role not in f.dns_tools:  # each kind of lookup once while the flow lives
                 f.dns_tools.add(role)
+                said = "looked up and blocked by the resolver" if blocked else "looked up"
                 det = Detection(m.tool, role, m.confidence, [Evidence(
-                    "dns", name, f"{m.role} name looked up (the resolver's log); "
-                                 f"{m.detail()}")])
+                    "dns", name, f"{m.role} name {said} (the resolver's log); {m.detail()}")])
                 f.verdict = None
                 self._detect(f, det, ts)
             if m.role in CONNECT_NAME_ROLES:

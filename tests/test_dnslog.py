@@ -361,3 +361,13 @@ def test_banking_looked_up_during_a_dns_only_session_raises_it(tmp_path: Path) -
     assert [r["code"] for r in alerts[1]["reason_codes"]] == ["outside", "banking", "dns_only"]
     (ctx,) = [e for e in events if e["event_type"] == "dns"]
     assert ctx["dns"]["bank"] == "kbc.be" and ctx["src_ip"] == LAPTOP
+
+
+def test_a_name_the_resolver_blocked_is_still_evidence_and_says_so(tmp_path: Path) -> None:
+    text = lines_at(datetime(2026, 12, 8, 15, 0, 1, tzinfo=BRUSSELS),
+                    f"query[A] boot.net.anydesk.com from {LAPTOP}",
+                    "gravity blocked boot.net.anydesk.com is 0.0.0.0")
+    _pipe, events = run_dns_only(tmp_path, text)
+    (ra,) = [e["remote_access"] for e in events if e["event_type"] == "remote_access"]
+    assert ra["role"] == "rendezvous"
+    assert "blocked by the resolver" in ra["evidence"][0]["detail"]
