@@ -39,7 +39,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
-from typing import Any
 
 # dnsmasq's MAX_MESSAGE (src/log.c, after RFC 3164) plus the timestamp, host and tag: a line
 # longer than this without a newline is not dnsmasq's; it is dropped and counted.
@@ -443,9 +442,11 @@ class DnsLogSource:
                 return out
             time.sleep(min(POLL_STEP_S, max(deadline - time.monotonic(), 0.0)))
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, int]:
+        """Counters as plain numbers. What it hands over are lookups, so ``packets`` counts
+        those and ``bytes`` the log read; the rest say what the lines were."""
         p, f = self.parser.st, self.follower.st
-        return {"lines": p.lines, "lookups": p.lookups, "queries": p.queries,
+        return {"packets": p.lookups, "lines": p.lines, "lookups": p.lookups, "queries": p.queries,
                 "answers": p.answers, "other_lines": p.other, "unmatched_answers": p.unmatched,
                 "junk_lines": p.junk, "pending_dropped": p.dropped, "bytes": f.bytes,
                 "rotations": f.rotations, "truncations": f.truncations,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from .capture import Frame, ReadStats, open_capture
 
@@ -92,9 +91,14 @@ class PcapSource:
         self._last_due = due
         return due
 
-    def stats(self) -> dict[str, Any]:
-        return {"packets": self.packets, "bytes": self.bytes, "finished": self.finished,
-                "truncated": self.read_stats.truncated, "late_s": round(self.late_s, 3)}
+    def stats(self) -> dict[str, int]:
+        """Counters as plain numbers: frames and wire bytes handed over, whether the file
+        ended inside a record (0 or 1), whether it is all played (0 or 1), and the most a
+        frame came out after it was due, in milliseconds (a pipeline slower than the
+        chosen speed)."""
+        return {"packets": self.packets, "bytes": self.bytes,
+                "truncated": int(self.read_stats.truncated), "finished": int(self.finished),
+                "late_ms": round(self.late_s * 1000)}
 
     def close(self) -> None:
         close = getattr(self._frames, "close", None)
