@@ -114,9 +114,15 @@ class _Pending:
 class DnsmasqLog:
     """dnsmasq's query log, line by line, into lookups (sans I/O: lines and time in)."""
 
-    def __init__(self, resolver: str = "127.0.0.1", tz: tzinfo | None = None):
+    def __init__(self, resolver: str = "127.0.0.1", tz: tzinfo | None = None,
+                 clock_time: bool = False):
         self.resolver = resolver
-        self.tz = tz  # the zone of the times without offset; None: the box's own
+        # The zone the resolver stamps its lines in when they carry no offset: dnsmasq uses
+        # its own process's (ctime), so None, the box's own, when it runs here.
+        self.tz = tz
+        # Lines read as they are written take the clock's time: the stamps have one-second
+        # steps, no year, and the zone of whoever wrote them; the clock has none of that.
+        self.clock_time = clock_time
         self.st = ParseStats()
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         self._ready: list[_Pending] = []  # answered, then asked again before being taken
@@ -134,6 +140,8 @@ class DnsmasqLog:
             st.junk += 1
             return
         ts, tag_suffix, msg = parsed
+        if self.clock_time:
+            ts = now
         if tag_suffix:
             st.other += 1
             self._last_cname = None
@@ -425,7 +433,10 @@ class DnsLogSource:
                  from_start: bool = False, clock: Callable[[], float] = time.time):
         self.iface = path
         self.follower = LogFollower(path, from_start)
-        self.parser = DnsmasqLog(resolver, tz)
+        # Following live, a lookup's time is when its line was read (within a poll of being
+        # written), whatever zone the log's stamps are in; an old log read from its start
+        # (``from_start``) keeps the stamps, read in ``tz`` (None: the box's own zone).
+        self.parser = DnsmasqLog(resolver, tz, clock_time=not from_start)
         self.clock = clock
 
     def poll(self, timeout_s: float) -> list[DnsLookup]:
