@@ -51,7 +51,7 @@ LOG_ANSWER_TTL = int(TIMEOUT_UDP)
 # What a name's role makes of a lookup seen only in the resolver's log: an installer's
 # host is a download, an ID server a client registering; other names are a ``dns`` lookup.
 LOOKUP_ROLES = ("download", "rendezvous")
-# A lookup of these names means a connection is being set up (sessions.on_lookup).
+# A lookup of these names may be a connection being set up (sessions.on_lookup decides).
 CONNECT_NAME_ROLES = ("relay", "session")
 _PORTS = struct.Struct("!HH").pack
 
@@ -586,7 +586,8 @@ class Pipeline:
         on a pseudo-flow (``Flow.from_log``) from the device to the resolver, one per tool:
         a download host is ``download``, an ID server ``rendezvous`` (an installed client
         registering: an idle session), any other name of the tool ``dns``; a relay's name
-        also puts the session in ``connecting`` (a connection is being set up). ``blocked``:
+        also goes to the session, which turns ``connecting`` when the tool was just
+        downloaded (sessions.on_lookup). ``blocked``:
         the resolver refused the name (a Pi-hole block list); the evidence says so."""
         try:
             cip, rip = ip_bytes(client_ip), ip_bytes(resolver_ip)
@@ -739,7 +740,7 @@ class Pipeline:
         fnd = self.findings.get(f.id)
         if fnd is not None:
             fnd.bytes_toserver, fnd.bytes_toclient = f.bytes[0], f.bytes[1]
-        self.sessions.on_flow_end(f, max(self.now, f.last_ts))
+        self.sessions.on_flow_end(f, f.last_ts)
 
     def end_flows(self) -> None:
         """Finish every flow, in the order they began."""

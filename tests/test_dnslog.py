@@ -282,10 +282,16 @@ def test_anydesk_lookups_outside_a_help_window_alert_and_say_what_dns_cannot_see
 
 def test_an_installed_client_registering_is_an_idle_session_without_alert(
         tmp_path: Path) -> None:
+    # No installer fetched: an AnyDesk installed long ago, starting with the computer. It
+    # keeps a relay link open while idle, so its relay's name alone is no connection.
     text = lines_at(datetime(2026, 12, 8, 15, 0, 1, tzinfo=BRUSSELS),
                     f"query[A] boot.net.anydesk.com from {LAPTOP}",
-                    "reply boot.net.anydesk.com is 203.0.113.60")
+                    "reply boot.net.anydesk.com is 203.0.113.60",
+                    f"query[A] relay-1a2b3c4d.net.anydesk.com from {LAPTOP}",
+                    "reply relay-1a2b3c4d.net.anydesk.com is 203.0.113.70")
     _pipe, events = run_dns_only(tmp_path, text)
+    assert [e["remote_access"]["role"] for e in events
+            if e["event_type"] == "remote_access"] == ["rendezvous", "dns"]
     assert [e["session"]["state"] for e in events if e["event_type"] == "session"] == [
         "idle", "ended"]
     assert [e for e in events if e["event_type"] == "alert"] == []
@@ -353,15 +359,15 @@ def test_random_and_mutated_lines_never_crash_the_parser_or_the_pipeline() -> No
 
 
 def test_banking_looked_up_during_a_dns_only_session_raises_it(tmp_path: Path) -> None:
-    text = (lines_at(datetime(2026, 12, 8, 15, 0, 1, tzinfo=BRUSSELS),
-                     f"query[A] relay-1a2b3c4d.net.anydesk.com from {LAPTOP}",
-                     "reply relay-1a2b3c4d.net.anydesk.com is 203.0.113.70")
-            + lines_at(datetime(2026, 12, 8, 15, 2, 0, tzinfo=BRUSSELS),
-                       f"query[A] www.kbc.be from {LAPTOP}", "reply www.kbc.be is 203.0.113.90"))
+    text = SCAM + lines_at(datetime(2026, 12, 8, 15, 2, 0, tzinfo=BRUSSELS),
+                           f"query[A] www.kbc.be from {LAPTOP}",
+                           "reply www.kbc.be is 203.0.113.90")
     _pipe, events = run_dns_only(tmp_path, text)
     alerts = [e["alert"] for e in events if e["event_type"] == "alert"]
-    assert [a["severity"] for a in alerts] == ["warning", "critical"]
-    assert [r["code"] for r in alerts[1]["reason_codes"]] == ["outside", "banking", "dns_only"]
+    assert [a["severity"] for a in alerts] == ["critical", "critical"]
+    assert [r["code"] for r in alerts[0]["reason_codes"]] == ["outside", "download", "dns_only"]
+    assert [r["code"] for r in alerts[1]["reason_codes"]] == [
+        "outside", "banking", "download", "dns_only"]
     (ctx,) = [e for e in events if e["event_type"] == "dns"]
     assert ctx["dns"]["bank"] == "kbc.be" and ctx["src_ip"] == LAPTOP
 
