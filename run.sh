@@ -43,8 +43,9 @@ case "${1:-}" in
     ;;
   test)
     # tshark is the oracle the decoding tests compare against; ndpiReader is the peer the
-    # speed guard measures netwatch against; promtool (in prometheus) checks /metrics.
-    apt_install tshark libndpi-bin prometheus
+    # speed guard measures netwatch against; promtool (in prometheus) checks /metrics;
+    # dnsmasq-base and iproute2: the dnslog test runs a real dnsmasq in namespaces.
+    apt_install tshark libndpi-bin prometheus dnsmasq-base iproute2
     venv "[test]"
     .venv/bin/ruff check netwatch tests --exclude tests/pcaps
     .venv/bin/mypy netwatch

@@ -51,6 +51,7 @@ _NO_CANDIDATES: Any = ()
 
 class Flow:
     __slots__ = (
+        "from_log",
         "id", "proto", "client_ip", "server_ip", "client_port", "server_port", "first_ts",
         "last_ts", "pkts", "bytes", "payload_pkts", "client_syn", "server_synack", "rst",
         "fins", "inspecting", "streams", "segments", "next_seq", "pending", "candidates",
@@ -88,6 +89,9 @@ class Flow:
         self.key: Any = None
         self.rkey: Any = None
         self.dns_tools: set[str] | None = None
+        # Not a connection: the lookups of one device read from the LAN resolver's log
+        # (Pipeline.dns_lookup), so it carries no bytes and its far end is the resolver.
+        self.from_log = False
         self.events = 0
         # Direction whose first byte alone chose the candidates (None: not narrowed yet, or
         # narrowed on both sides).

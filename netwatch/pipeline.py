@@ -33,6 +33,7 @@ from .recognisers import GIVE_UP, Detection, Evidence, Recogniser, load_all
 from .sessions import SessionTracker, Thresholds, thresholds_from
 from .signatures import DETECTING_ROLES, SignatureSet
 from .sources.capture import MAX_RECORD, PcapFile, ReadStats, open_source
+from .sources.dnslog import DnsLookup
 
 DNS_PORT = 53
 SERVER_ROLES = ("relay", "rendezvous")
@@ -43,6 +44,16 @@ PROTO_NAME = {TCP: "TCP", UDP: "UDP"}
 SYSTEM_PORTS = 1024
 # A bank looked up again by the same device within this time is not reported again.
 BANKING_REPEAT_S = 600.0
+# The resolver's address when its log is read on the box itself (the log does not say it).
+LOCAL_RESOLVER = "127.0.0.1"
+# A resolver's log gives no TTL: an address it answered is kept as long as a UDP flow idles
+# (flows.TIMEOUT_UDP), long enough for the connection that follows the lookup.
+LOG_ANSWER_TTL = int(TIMEOUT_UDP)
+# What a name's role makes of a lookup seen only in the resolver's log: an installer's
+# host is a download, an ID server a client registering; other names are a ``dns`` lookup.
+LOOKUP_ROLES = ("download", "rendezvous")
+# A lookup of these names may be a connection being set up (sessions.on_lookup decides).
+CONNECT_NAME_ROLES = ("relay", "session")
 _PORTS = struct.Struct("!HH").pack
 
 
@@ -150,6 +161,8 @@ class Pipeline:
         # Every live flow once, oldest first (dicts keep insertion order): what sweeps,
         # eviction and the end of a file walk.
         self.live: dict[int, Flow] = {}
+        # The pseudo-flows of lookups read from a resolver's log, by device, resolver, tool.
+        self.lookup_flows: dict[tuple[bytes, bytes, str], Flow] = {}
         self.names = NameCache()
         self.c = Counters()
         self.findings: dict[int, Finding] = {}
@@ -608,6 +621,84 @@ class Pipeline:
         ev["dns"] = {"type": seen_in, "rrname": qname, "category": "banking",
                      "bank": domain, "country": country}
         self._write(ev, f.client_ip, None)
+
+    # ------------------------------------------------------------------ a resolver's log
+
+    def feed_lookups(self, lookups: Iterable[DnsLookup]) -> None:
+        """Lookups read from the LAN resolver's log (netwatch.sources.dnslog)."""
+        for lk in lookups:
+            self.dns_lookup(lk.ts, lk.client, lk.qname, lk.answers, lk.chain, lk.resolver,
+                            blocked=lk.outcome == "blocked")
+
+    def dns_lookup(self, ts: float, client_ip: str, qname: str, answers: Iterable[str] = (),
+                   chain: Iterable[str] = (), resolver_ip: str = LOCAL_RESOLVER,
+                   blocked: bool = False) -> None:
+        """One lookup read from the resolver's log (a box that is only the LAN's DNS server):
+        what ``_dns`` does with a parsed answer, without packets. The answers go into the
+        name cache, a bank's name is context for the policy, and a tool's name is a detection
+        on a pseudo-flow (``Flow.from_log``) from the device to the resolver, one per tool:
+        a download host is ``download``, an ID server ``rendezvous`` (an installed client
+        registering: an idle session), any other name of the tool ``dns``; a relay's name
+        also goes to the session, which turns ``connecting`` when the tool was just
+        downloaded (sessions.on_lookup). ``blocked``:
+        the resolver refused the name (a Pi-hole block list); the evidence says so."""
+        try:
+            cip, rip = ip_bytes(client_ip), ip_bytes(resolver_ip)
+        except ValueError:
+            return  # the log parser hands over addresses only; nothing to count here
+        if ts > self.now:
+            self.now = ts
+        if ts >= self._next_sweep:
+            self._clock(ts)
+        qname = qname.lower().rstrip(".")
+        for addr in answers:
+            try:
+                self.names.add(ip_bytes(addr), qname, LOG_ANSWER_TTL, ts)
+            except ValueError:
+                continue
+        if self.household is not None and self.household.banking(qname) is not None:
+            self._banking(self._lookup_flow(cip, rip, "", ts), qname, ts)
+        for name in (qname, *chain):
+            m = self.sigs.match_name(name, "dns")
+            if m is None or m.role not in DETECTING_ROLES:
+                continue
+            f = self._lookup_flow(cip, rip, m.tool, ts)
+            f.name = name
+            role = m.role if m.role in LOOKUP_ROLES else "dns"
+            assert f.dns_tools is not None
+            if role not in f.dns_tools:  # each kind of lookup once while the flow lives
+                f.dns_tools.add(role)
+                said = "looked up and blocked by the resolver" if blocked else "looked up"
+                det = Detection(m.tool, role, m.confidence, [Evidence(
+                    "dns", name, f"{m.role} name {said} (the resolver's log); {m.detail()}")])
+                f.verdict = None
+                self._detect(f, det, ts)
+            if m.role in CONNECT_NAME_ROLES:
+                self.sessions.on_lookup(f, m.tool, ts)
+            return
+
+    def _lookup_flow(self, cip: bytes, rip: bytes, tool: str, ts: float) -> Flow:
+        """The pseudo-flow of a device's lookups of one tool's names (or, tool "", of other
+        names) at the resolver: it lives while the lookups go on, like a UDP flow."""
+        key = (cip, rip, tool)
+        f = self.lookup_flows.get(key)
+        if f is None or f.id not in self.live:
+            if len(self.lookup_flows) > MAX_FLOWS:
+                self.lookup_flows = {k: v for k, v in self.lookup_flows.items()
+                                     if v.id in self.live}
+            f = Flow(self._next_id, UDP, cip, 0, rip, DNS_PORT, ts)
+            self._next_id += 1
+            f.from_log = True
+            f.dns_tools = set()
+            f.stop_inspecting()
+            self.lookup_flows[key] = f
+            self.live[f.id] = f
+            self.c.flows += 1
+            if len(self.live) > MAX_FLOWS:
+                self._evict_oldest()
+        f.pkts[0] += 1
+        f.last_ts = ts
+        return f
 
     # ------------------------------------------------------------------ sessions, policy
 
