@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .recognisers import Detection, Recogniser
+    from .recognisers.proxy import Opening
     from .signatures import NameMatch
 
 # Deep inspection stops after this many payload packets (both directions together). A TLS 1.2
@@ -53,7 +54,7 @@ class Flow:
         "last_ts", "pkts", "bytes", "payload_pkts", "client_syn", "server_synack", "rst",
         "fins", "inspecting", "streams", "segments", "next_seq", "pending", "candidates",
         "verdict", "name", "name_rule", "closing", "key", "rkey", "dns_tools",
-        "events", "narrowed_on", "sni", "sni_seen",
+        "events", "narrowed_on", "sni", "sni_seen", "proxy", "opening_read",
     )
 
     def __init__(self, fid: int, proto: int, cip: bytes, cport: int, sip: bytes, sport: int,
@@ -92,6 +93,10 @@ class Flow:
         self.narrowed_on: int | None = None
         self.sni: str | None = None  # the TLS server name, when the TLS recogniser read one
         self.sni_seen = False  # the household context has looked at it
+        # A proxy's or gateway's opening at the start of the flow (recognisers.proxy): what
+        # the recognisers see begins after it, and its target is the flow's real peer.
+        self.proxy: Opening | None = None
+        self.opening_read = False  # whether the first bytes were checked for one
 
     def saw_close(self, flags: int) -> None:
         """A FIN or RST went by (TCP flags): the connection is closing after a RST or a FIN
@@ -158,6 +163,22 @@ class Flow:
         if room > 0:
             s += data[:room]
         self.segments[d].append(data[:INSPECT_BYTES])
+
+    def skip_opening(self, skip: tuple[int, int]) -> None:
+        """Forget the first ``skip[d]`` bytes of each direction (a proxy's opening): the
+        streams and the first packets then start where the tunnelled payload does."""
+        for d, n in enumerate(skip):
+            if not n:
+                continue
+            del self.streams[d][:n]
+            kept: list[bytes] = []
+            for seg in self.segments[d]:
+                if n >= len(seg):
+                    n -= len(seg)
+                    continue
+                kept.append(seg[n:])
+                n = 0
+            self.segments[d] = kept
 
     def add_datagram(self, d: int, payload: bytes) -> None:
         self._append(d, payload)
