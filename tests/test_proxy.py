@@ -8,9 +8,10 @@ import struct
 from pathlib import Path
 from typing import Any
 
+import pytest
 from scenarios import ipv4_frame, tcp_segment
 
-from conftest import signatures, verdicts
+from conftest import RECORDED, replay, signatures, verdicts
 from netwatch.eventlog import EventLog
 from netwatch.pipeline import Pipeline
 from netwatch.recognisers.proxy import NOT_PROXIED, Opening, parse_opening
@@ -243,3 +244,19 @@ def test_sni_alone_finds_a_relay_when_names_come_from_dns_over_tls(tmp_path: Pat
     ra = only_verdict(run(tmp_path, flow))["remote_access"]
     assert ra["tool"] == "anydesk"
     assert [e["kind"] for e in ra["evidence"]] == ["sni"]
+
+
+@pytest.mark.parametrize("capture,protocol", [("rdp-socks5-microsocks.pcap", "socks5"),
+                                              ("rdp-http-tinyproxy.pcap", "http-connect")])
+def test_real_xfreerdp_through_a_proxy_is_an_rdp_session_with_the_server_as_peer(
+        capture: str, protocol: str) -> None:
+    """Recorded by record.sh: xfreerdp through microsocks / tinyproxy at 10.71.0.3 to xrdp
+    at 10.71.0.2:3389."""
+    _result, events = replay(RECORDED / capture)
+    ev = only_verdict(events)
+    ra = ev["remote_access"]
+    assert (ra["tool"], ra["role"], ra["confidence"]) == ("rdp", "session", "high")
+    assert ev["dest_ip"] == "10.71.0.3"
+    assert ra["proxy"] == {"protocol": protocol, "target": "10.71.0.2", "target_port": 3389}
+    sessions = [e["session"] for e in events if e["event_type"] == "session"]
+    assert "10.71.0.2" in sessions[-1]["peers"]

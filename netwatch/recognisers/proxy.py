@@ -157,10 +157,11 @@ def _socks4(c: bytes, s: bytes) -> Parsed:
         name_end = c.find(b"\x00", end + 1)
         if name_end < 0:
             return None
-        host = _host_text(c[end + 1:name_end])
-        if host is None:
+        named = _named(c[end + 1:name_end].decode("latin-1"))
+        if named is None:
             return NOT_PROXIED
-        address, end, protocol = None, name_end, "socks4a"
+        host, address = named
+        end, protocol = name_end, "socks4a"
     else:
         host = ipaddress.IPv4Address(ip).compressed
     if port == 0:
@@ -240,10 +241,11 @@ def _socks5_address(b: bytes, i: int, request: bool
     raw = b[start:start + size]
     port = struct.unpack_from("!H", b, start + size)[0]
     if atyp == ATYP_NAME:
-        host = _host_text(raw)
-        if host is None:
+        # Clients send address literals as names too (FreeRDP 2 does): read them as such.
+        named = _named(raw.decode("latin-1"))
+        if named is None:
             return NOT_PROXIED
-        return host, port, None, end
+        return named[0], port, named[1], end
     return ipaddress.ip_address(raw).compressed, port, raw, end
 
 
