@@ -143,6 +143,9 @@ def test_ordinary_http_and_tls_are_not_proxied() -> None:
     assert parse_opening(hello("www.example.org"), b"") is NOT_PROXIED
     assert parse_opening(b"CONNECT www.bank.example:443 HTTP/1.1\r\n\r\n",
                          b"HTTP/1.1 403 Forbidden\r\n\r\n") is NOT_PROXIED
+    # a port of non-ASCII digits (U+00B2 is a digit to str.isdigit) is malformed, not a crash
+    assert parse_opening(b"CONNECT a.b:\xb2 HTTP/1.1\r\n\r\n",
+                         b"HTTP/1.1 200 OK\r\n\r\n") is NOT_PROXIED
 
 
 def test_ultravnc_repeater_viewer_and_server_sides() -> None:

@@ -312,7 +312,7 @@ def _http(c: bytes, s: bytes) -> Parsed:
 def _connect_target(target: str, skip: tuple[int, int]) -> Parsed:
     """The authority form "host:port" (RFC 9110 §9.3.6, RFC 3986 §3.2.2 for "[v6]:port")."""
     host, sep, port = target.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         return NOT_PROXIED
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
