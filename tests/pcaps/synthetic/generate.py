@@ -1182,36 +1182,31 @@ def rdp_through(f, t, rng, rtt=ms(30)):
     return t
 
 
-def build_proxy_socks5_rdp():
-    name = "proxy-socks5-rdp.pcap"
-    cap = Capture(name, seed=0x5CA3_0010)
-    cport = 51410
-    turns = socks5_opening(SCAMMER_IP, 3389, user="grandma")
-    f, t = opened(cap, lan_link(PROXY_IP, 50), ts_us("2024-03-08T10:00:00Z") + ms(40), cport, 1080, turns)
-    t = rdp_through(f, t, cap.rng)
+def build_proxied(name, seed, when, cport, proxy_port, turns, carry, tool, desc, note):
+    """The laptop to a proxy: its opening `turns`, then `carry` (rdp_through, rfb_through)."""
+    cap = Capture(name, seed=seed)
+    f, t = opened(cap, lan_link(PROXY_IP, 50), ts_us(when) + ms(40), cport, proxy_port, turns)
+    t = carry(f, t, cap.rng)
     f.close(t + sec(2), C)
     n = write_pcap(OUT / name, cap.render())
-    MANIFEST.append((name, "positive", "rdp", n,
-                     "SYNTHETIC: laptop to a SOCKS5 proxy (TCP/1080, RFC 1929 user grandma), CONNECT 203.0.113.66:3389; "
-                     "through it an RDP X.224 CR mstshash=grandma + CC (TLS) and a TLS 1.2 handshake"))
-    flow_row(name, "tcp", LAPTOP_IP, cport, PROXY_IP, 1080, "rdp", "session",
-             "SOCKS5 user/password, CONNECT 203.0.113.66:3389, then X.224 CR/CC and TLS")
+    MANIFEST.append((name, "positive", tool, n, desc))
+    flow_row(name, "tcp", LAPTOP_IP, cport, PROXY_IP, proxy_port, tool, "session", note)
+
+
+def build_proxy_socks5_rdp():
+    build_proxied("proxy-socks5-rdp.pcap", 0x5CA3_0010, "2024-03-08T10:00:00Z", 51410, 1080,
+                  socks5_opening(SCAMMER_IP, 3389, user="grandma"), rdp_through, "rdp",
+                  "SYNTHETIC: laptop to a SOCKS5 proxy (TCP/1080, RFC 1929 user grandma), CONNECT 203.0.113.66:3389; "
+                  "through it an RDP X.224 CR mstshash=grandma + CC (TLS) and a TLS 1.2 handshake",
+                  "SOCKS5 user/password, CONNECT 203.0.113.66:3389, then X.224 CR/CC and TLS")
 
 
 def build_proxy_socks4a_vnc():
-    name = "proxy-socks4a-vnc.pcap"
-    cap = Capture(name, seed=0x5CA3_0011)
-    cport = 51420
-    turns = socks4a_opening("desk.example.net", 5900)
-    f, t = opened(cap, lan_link(PROXY_IP, 50), ts_us("2024-03-08T10:10:00Z") + ms(40), cport, 1080, turns)
-    t = rfb_through(f, t, cap.rng)
-    f.close(t + sec(2), C)
-    n = write_pcap(OUT / name, cap.render())
-    MANIFEST.append((name, "positive", "vnc", n,
-                     "SYNTHETIC: laptop to a SOCKS4a proxy (TCP/1080), CONNECT desk.example.net:5900; through it RFB 3.8 "
-                     "(VNC auth, ServerInit grandma-pc, framebuffer updates)"))
-    flow_row(name, "tcp", LAPTOP_IP, cport, PROXY_IP, 1080, "vnc", "session",
-             "SOCKS4a CONNECT desk.example.net:5900, then RFB 003.008 both ways")
+    build_proxied("proxy-socks4a-vnc.pcap", 0x5CA3_0011, "2024-03-08T10:10:00Z", 51420, 1080,
+                  socks4a_opening("desk.example.net", 5900), rfb_through, "vnc",
+                  "SYNTHETIC: laptop to a SOCKS4a proxy (TCP/1080), CONNECT desk.example.net:5900; through it RFB 3.8 "
+                  "(VNC auth, ServerInit grandma-pc, framebuffer updates)",
+                  "SOCKS4a CONNECT desk.example.net:5900, then RFB 003.008 both ways")
 
 
 def build_proxy_connect_anydesk():
