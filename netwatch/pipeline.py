@@ -445,7 +445,7 @@ class Pipeline:
                 f.name_rule = m
         if got.carries:
             self._detect(f, Detection(got.carries, "session", "high", [
-                Evidence("handshake", got.protocol, got.detail)]), ts)
+                Evidence("handshake", f"{got.protocol} channel", got.detail)]), ts)
             f.stop_inspecting()
             return False
         if not (f.streams[0] or f.streams[1]):
@@ -509,7 +509,7 @@ class Pipeline:
             p = f.proxy
             det.evidence.append(Evidence("proxy", p.target or p.protocol, ", ".join(
                 x for x in (f"{p.protocol} through {ip_text(f.server_ip)}:{f.server_port}",
-                            p.detail) if x)))
+                            "" if p.carries else p.detail) if x)))
         if not det.outranks(f.verdict):
             return
         f.verdict = det

@@ -226,6 +226,16 @@ def test_vnc_through_the_ultravnc_repeater(tmp_path: Path) -> None:
                            "target_port": 5901}
 
 
+def test_a_plain_rd_gateway_channel_is_rdp(tmp_path: Path) -> None:
+    flow = conversation([(0, b"RDG_OUT_DATA /remoteDesktopGateway/ HTTP/1.1\r\n"
+                             b"Host: gw.example.net\r\n\r\n"),
+                         (1, b"HTTP/1.1 200 OK\r\n\r\n"),
+                         (1, struct.pack("<HHIIBBHH", 2, 0, 18, 0, 1, 0, 0, 0))], port=80)
+    ra = only_verdict(run(tmp_path, flow))["remote_access"]
+    assert (ra["tool"], ra["role"], ra["confidence"]) == ("rdp", "session", "high")
+    assert ra["proxy"] == {"protocol": "rd-gateway", "target": "gw.example.net"}
+
+
 def test_dns_over_tcp_answers_name_later_flows_and_tools(tmp_path: Path) -> None:
     answers = dns_tcp_answer({"www.example.org": "203.0.113.5",
                               "relay-3a4f9c01.net.anydesk.com": "203.0.113.77"})

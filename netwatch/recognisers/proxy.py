@@ -62,12 +62,12 @@ REPEATER_CHARS = re.compile(rb"[A-Za-z0-9._:-]*")
 HOST_OF = re.compile(rb"\r?\nhost:[ \t]*([^\r\n]+)", re.IGNORECASE)
 
 # The HTTP_PACKET header of the RD Gateway's HTTP transport (MS-TSGU 2.2.10.1, little
-# endian): packetType u16, reserved u16, packetLength u32 (header included). The
-# handshake request (PKT_TYPE_HANDSHAKE_REQUEST 0x1) is the IN channel's first packet and
-# the handshake response (0x2) the OUT channel's; the known types end at 0x11.
+# endian): packetType u16, reserved u16, packetLength u32 (header included). Packet types
+# are listed in 2.2.5.3.3: the handshake request (PKT_TYPE_HANDSHAKE_REQUEST 0x1, 2.2.10.10)
+# is the client's first packet, on the IN channel; the handshake response (0x2, 2.2.10.11)
+# the server's, on the OUT channel.
 RDG_PACKET = struct.Struct("<HHI")
 RDG_FIRST_TYPES = (0x1, 0x2)
-RDG_MAX_TYPE = 0x11
 
 
 @dataclass(slots=True, frozen=True)
@@ -287,6 +287,9 @@ def _http(c: bytes, s: bytes) -> Parsed:
             return NOT_PROXIED
         method, target = line.group(1), line.group(2).decode("latin-1")
         send = _head(s, si)
+        if send is None and method != HTTP_CONNECT.strip() and not s[si:]:
+            # The IN channel's packets may follow its request before any answer.
+            return _rd_gateway(c, s, cend, si, target)
         if send is None:
             if len(s) - si > 12 and STATUS_LINE.match(s, si) is None:
                 return NOT_PROXIED
@@ -334,6 +337,8 @@ def _named(text: str) -> tuple[str, bytes | None] | None:
 
 def _rd_gateway(c: bytes, s: bytes, cend: int, send: int, target: str) -> Parsed:
     """The gateway's channel is RDP's once its first HTTP_PACKET is there, either way."""
+    if cend == len(c) and send == len(s):
+        return None
     for body in (c[cend:], s[send:]):
         if len(body) < RDG_PACKET.size:
             continue

@@ -1318,6 +1318,51 @@ def build_dns_tcp():
              "TLS 1.2 without SNI/ALPN to the address the TCP DNS answer named relay-3a4f9c01.net.anydesk.com")
 
 
+def rdg_packet(ptype, body):
+    """An HTTP_PACKET of the RD Gateway's HTTP transport (MS-TSGU 2.2.10.1): packetType,
+    reserved, packetLength (header included), little endian."""
+    return struct.pack("<HHI", ptype, 0, 8 + len(body)) + body
+
+
+def build_rd_gateway():
+    """RDP through a plain-HTTP RD Gateway (MS-TSGU 3.3.5.1, HTTP transport): an OUT
+    channel (RDG_OUT_DATA, 200, the server's handshake response 0x2, then data packets 0xA)
+    and an IN channel (RDG_IN_DATA, the client's handshake request 0x1 and data)."""
+    name = "rdp-gateway-http.pcap"
+    cap = Capture(name, seed=0x5CA3_0016)
+    rng = cap.rng
+    GW = "198.51.100.20"
+    t = ts_us("2024-03-08T11:00:00Z") + ms(40)
+    head = ("{method} /remoteDesktopGateway/ HTTP/1.1\r\nHost: gw.example.net\r\nAccept: */*\r\n"
+            "Cache-Control: no-cache\r\nPragma: no-cache\r\nConnection: Keep-Alive\r\n"
+            "Content-Length: {length}\r\nRDG-Connection-Id: {{958F92D8-DA20-467A-BBE3-65E7E9B4EDCF}}\r\n"
+            "Authorization: Basic Z3JhbmRtYTpwdw==\r\n\r\n")
+    out, t = opened(cap, lan_link(GW, 50), t, 51470, 80,
+                    [(C, head.format(method="RDG_OUT_DATA", length=0).encode()),
+                     (S, b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n")])
+    # HTTP_HANDSHAKE_RESPONSE_PACKET (2.2.10.11): errorCode, verMajor 1, verMinor 0,
+    # serverVersion, extendedAuth
+    t += ms(30); out.send(t, S, rdg_packet(0x2, struct.pack("<IBBHH", 0, 1, 0, 0, 0)))
+    inn, t = opened(cap, lan_link(GW, 50), t + ms(5), 51471, 80,
+                    [(C, head.format(method="RDG_IN_DATA", length=1073741824).encode()
+                      # HTTP_HANDSHAKE_REQUEST_PACKET (2.2.10.10): verMajor 1, verMinor 0,
+                      # clientVersion, extendedAuth
+                      + rdg_packet(0x1, struct.pack("<BBHH", 1, 0, 0, 0)))])
+    for k in range(4):                                    # PKT_TYPE_DATA both ways
+        t += ms(40); inn.send(t, C, rdg_packet(0xA, u16(200) + rng.randbytes(200)))
+        t += ms(30); out.send(t, S, rdg_packet(0xA, u16(1200) + rng.randbytes(1200)))
+    inn.close(t + sec(1), C)
+    out.close(t + sec(1), C)
+    n = write_pcap(OUT / name, cap.render())
+    MANIFEST.append((name, "positive", "rdp", n,
+                     "SYNTHETIC: RDP through a plain-HTTP RD Gateway (gw.example.net, TCP/80): RDG_OUT_DATA answered 200 "
+                     "then HTTP_PACKET handshake response and data; RDG_IN_DATA with the handshake request and data"))
+    flow_row(name, "tcp", LAPTOP_IP, 51470, GW, 80, "rdp", "session",
+             "RD Gateway OUT channel: RDG_OUT_DATA, 200, PKT_TYPE_HANDSHAKE_RESPONSE then PKT_TYPE_DATA")
+    flow_row(name, "tcp", LAPTOP_IP, 51471, GW, 80, "rdp", "session",
+             "RD Gateway IN channel: RDG_IN_DATA with PKT_TYPE_HANDSHAKE_REQUEST then PKT_TYPE_DATA, no answer yet")
+
+
 def build_neg_proxy_web():
     name = "neg-proxy-web.pcap"
     cap = Capture(name, seed=0x5CA3_0015)
@@ -1364,6 +1409,7 @@ def main():
     build_ultravnc_repeater()
     build_dns_tcp()
     build_neg_proxy_web()
+    build_rd_gateway()
     for _, _, _, _, d in MANIFEST:
         assert d.startswith("SYNTHETIC:")
     with open(OUT / "MANIFEST.tsv", "w", encoding="utf-8", newline="\n") as fh:
