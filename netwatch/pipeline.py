@@ -597,17 +597,18 @@ class Pipeline:
         complete one is read like a UDP answer, and its bytes are let go."""
         if (f.server_port if d == 1 else f.client_port) != DNS_PORT:
             return
-        if not f.inspecting or not f.add_tcp_payload(d, seq, payload):
+        if not f.add_tcp_payload(d, seq, payload):
             return
         buf = f.streams[d]
         f.segments[d].clear()
         while len(buf) >= 2:
             size = (buf[0] << 8) | buf[1]
             if size + 2 > INSPECT_BYTES:
-                # Longer than a flow may hold while inspecting (a zone transfer): stop
-                # reading this connection, count it.
+                # Longer than a flow may hold while inspecting (a zone transfer, or not DNS
+                # at all): count it, and from now on only count the connection's packets.
                 self.c.dns_malformed += 1
                 f.stop_inspecting()
+                f.dns_tools = None
                 return
             if len(buf) < size + 2:
                 return

@@ -273,3 +273,18 @@ def test_real_xfreerdp_through_a_proxy_is_an_rdp_session_with_the_server_as_peer
     assert ra["proxy"] == {"protocol": protocol, "target": "10.71.0.2", "target_port": 3389}
     sessions = [e["session"] for e in events if e["event_type"] == "session"]
     assert "10.71.0.2" in sessions[-1]["peers"]
+
+
+def test_tcp_port_53_that_is_not_dns_is_only_counted(tmp_path: Path) -> None:
+    """A length prefix no DNS answer has (a tunnel on port 53): counted as malformed once,
+    then the flow's packets are only counted."""
+    log = EventLog(str(tmp_path / "eve.json"))
+    pipe = Pipeline(signatures(), log)
+    pipe.feed(conversation([(0, b"\x00\x20" + bytes(32)), (1, b"\xff\xff" + bytes(64)),
+                            (1, bytes(64))], server=RESOLVER, port=53))
+    (flow,) = pipe.live.values()
+    assert pipe.c.dns_malformed == 1
+    assert flow.dns_tools is None and not flow.inspecting
+    assert flow.bytes[1] > 0 and flow.pkts[1] == 2
+    pipe.finish()
+    log.close()
