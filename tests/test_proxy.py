@@ -3,18 +3,18 @@ what they tunnel (RDP, RFB, a vendor's TLS) with the target as the peer. DNS ove
 
 from __future__ import annotations
 
-import json
 import struct
 from pathlib import Path
 from typing import Any
 
 import pytest
-from scenarios import ipv4_frame, tcp_segment
+from scenarios import ipv4_frame, tcp_segment, write_pcap
 
 from conftest import RECORDED, replay, signatures, verdicts
 from netwatch.eventlog import EventLog
 from netwatch.pipeline import Pipeline
 from netwatch.recognisers.proxy import NOT_PROXIED, Opening, parse_opening
+from netwatch.sources.capture import PcapFile, ReadStats, open_source
 
 DEVICE, PROXY, RESOLVER = "192.168.1.23", "198.51.100.8", "192.168.1.1"
 
@@ -42,7 +42,7 @@ def hello(sni: str | None = None) -> bytes:
 
 
 def conversation(turns: list[tuple[int, bytes]], server: str = PROXY, port: int = 1080,
-                 cport: int = 50000, t0: float = 1000.0) -> list[tuple[float, int, bytes]]:
+                 cport: int = 50000, t0: float = 1000.0) -> list[tuple[float, bytes]]:
     """One TCP connection's payload segments, each side's sequence numbers in order
     (0: the device, 1: the server), a tenth of a second apart."""
     seq = [1000, 5000]
@@ -52,7 +52,7 @@ def conversation(turns: list[tuple[int, bytes]], server: str = PROXY, port: int 
         sp, dp = (cport, port) if d == 0 else (port, cport)
         seg = tcp_segment(sp, dp, seq[d], seq[1 - d], data)
         seq[d] += len(data)
-        out.append((t0 + i / 10, 1, ipv4_frame(src, dst, 6, seg, i + 1)))
+        out.append((t0 + i / 10, ipv4_frame(src, dst, 6, seg, i + 1)))
     return out
 
 
@@ -68,14 +68,12 @@ def dns_tcp_answer(names: dict[str, str], txid: int = 7) -> bytes:
     return out
 
 
-def run(tmp_path: Path, *flows: list[tuple[float, int, bytes]]) -> list[dict[str, Any]]:
-    log_path = tmp_path / "eve.json"
-    log = EventLog(str(log_path))
-    pipe = Pipeline(signatures(), log)
-    pipe.feed(sorted((fr for fl in flows for fr in fl), key=lambda x: x[0]))
-    pipe.finish()
-    log.close()
-    return [json.loads(ln) for ln in log_path.read_text().splitlines()]
+def capture(tmp_path: Path, *flows: list[tuple[float, bytes]]) -> Path:
+    return write_pcap(tmp_path / "flows.pcap", [fr for fl in flows for fr in fl])
+
+
+def run(tmp_path: Path, *flows: list[tuple[float, bytes]]) -> list[dict[str, Any]]:
+    return replay(capture(tmp_path, *flows))[1]
 
 
 def only_verdict(events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -280,8 +278,12 @@ def test_tcp_port_53_that_is_not_dns_is_only_counted(tmp_path: Path) -> None:
     then the flow's packets are only counted."""
     log = EventLog(str(tmp_path / "eve.json"))
     pipe = Pipeline(signatures(), log)
-    pipe.feed(conversation([(0, b"\x00\x20" + bytes(32)), (1, b"\xff\xff" + bytes(64)),
-                            (1, bytes(64))], server=RESOLVER, port=53))
+    pcap = capture(tmp_path, conversation([(0, b"\x00\x20" + bytes(32)),
+                                           (1, b"\xff\xff" + bytes(64)), (1, bytes(64))],
+                                          server=RESOLVER, port=53))
+    src = open_source(str(pcap), ReadStats())
+    assert isinstance(src, PcapFile)
+    pipe.feed_pcap(src)
     (flow,) = pipe.live.values()
     assert pipe.c.dns_malformed == 1
     assert flow.dns_tools is None and not flow.inspecting
