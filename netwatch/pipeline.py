@@ -18,6 +18,7 @@ from . import decode as dec
 from .addresses import ip_bytes, is_lan_address
 from .eventlog import COMMUNITY_ID_SEED, EventLog, iso_timestamp
 from .flows import (
+    INSPECT_BYTES,
     INSPECT_PACKETS,
     MAX_FLOWS,
     SWEEP_INTERVAL,
@@ -30,6 +31,7 @@ from .flows import (
 from .names import DnsError, NameCache, parse_response
 from .policy import Policy, display_names
 from .recognisers import GIVE_UP, Detection, Evidence, Recogniser, load_all
+from .recognisers.proxy import NOT_PROXIED, Opening, parse_opening
 from .sessions import SessionTracker, Thresholds, thresholds_from
 from .signatures import DETECTING_ROLES, SignatureSet
 from .sources.capture import MAX_RECORD, PcapFile, ReadStats, open_source
@@ -380,7 +382,9 @@ class Pipeline:
             return
         f.payload_pkts += 1
         if f.dns_tools is not None:
-            if self.stage_times is None:
+            if proto == TCP:
+                self._dns_stream(f, d, seq, payload, ts)
+            elif self.stage_times is None:
                 self._dns(f, d, payload, ts)
             else:
                 t0 = time.perf_counter()
@@ -394,11 +398,8 @@ class Pipeline:
                 return
         else:
             f.add_datagram(d, payload)
-        if f.name_rule is not None and f.verdict is None:
-            m = f.name_rule
-            conf = "low" if m.confidence == "low" else "medium"
-            role = self.sigs.role_on_port(m, f.proto, f.server_port)
-            self._detect(f, Detection(m.tool, role, conf, [self._name_evidence(f)]), ts)
+        if f.name_rule is not None and f.verdict is None and f.opening_read:
+            self._detect_by_name(f, ts)
         timer = self.stage_times
         if timer is None:
             self._inspect(f, ts)
@@ -443,9 +444,14 @@ class Pipeline:
             c.max_concurrent_flows = live
         if live > MAX_FLOWS:
             self._evict_oldest()
-        if proto == UDP and DNS_PORT in (sport_, cport):
+        if DNS_PORT in (sport_, cport):
             f.dns_tools = set()
-            f.stop_inspecting()
+            if proto == UDP:
+                f.stop_inspecting()
+            else:
+                # DNS over TCP: answers are reassembled (see _dns_stream); no recogniser
+                # runs on the flow.
+                f.candidates = []
             return f, (1 if swap else 0)
         f.candidates = self.by_proto[proto]  # shared until the first payload narrows it
         name = self.names.lookup(srv, ts)
@@ -457,6 +463,8 @@ class Pipeline:
         return f, (1 if swap else 0)
 
     def _inspect(self, f: Flow, ts: float) -> None:
+        if not f.opening_read and not self._unwrap(f, ts):
+            return
         keep = []
         best: Detection | None = None
         cands = f.candidates
@@ -478,6 +486,50 @@ class Pipeline:
                 return
         if not keep and f.narrowed_on is None:
             f.stop_inspecting()  # (narrowed on one side: wait for the other side first)
+
+    def _unwrap(self, f: Flow, ts: float) -> bool:
+        """A proxy's or gateway's opening (recognisers.proxy): once it is complete, the
+        recognisers see what follows it, and the proxy's target is the flow's peer. True
+        when the recognisers should look at the flow now."""
+        got = parse_opening(*f.streams) if f.proto == TCP else NOT_PROXIED
+        if got is None:
+            if not f.closing:
+                return False  # the opening is not complete: hold the recognisers back
+            got = NOT_PROXIED
+        f.opening_read = True
+        if not isinstance(got, Opening):
+            if f.name_rule is not None and f.verdict is None:
+                self._detect_by_name(f, ts)
+            return True
+        f.proxy = got
+        f.skip_opening(got.skip)
+        f.candidates = self.by_proto[f.proto]
+        f.narrowed_on = None
+        name = got.host if got.address is None else self.names.lookup(got.address, ts)
+        f.name, f.name_rule = name, None
+        if name is not None:
+            m = self.sigs.match_name(name, "dns")
+            if m is not None and m.role in DETECTING_ROLES:
+                f.name_rule = m
+        if got.carries:
+            self._detect(f, Detection(got.carries, "session", "high", [
+                Evidence("handshake", f"{got.protocol} channel", got.detail)]), ts)
+            f.stop_inspecting()
+            return False
+        if not (f.streams[0] or f.streams[1]):
+            return False  # nothing tunnelled yet: an opening alone is no detection
+        if f.name_rule is not None and f.verdict is None:
+            self._detect_by_name(f, ts)
+        return True
+
+    def _detect_by_name(self, f: Flow, ts: float) -> None:
+        """The flow's peer was named as a tool's (a DNS answer, or a proxy's target)."""
+        m = f.name_rule
+        assert m is not None
+        conf = "low" if m.confidence == "low" else "medium"
+        port = f.proxy.port if f.proxy is not None and f.proxy.port else f.server_port
+        role = self.sigs.role_on_port(m, f.proto, port)
+        self._detect(f, Detection(m.tool, role, conf, [self._name_evidence(f)]), ts)
 
     def _narrow(self, f: Flow) -> list[Recogniser]:
         """The recognisers the first payload byte of each direction allows. Narrowed on one
@@ -506,6 +558,9 @@ class Pipeline:
     def _name_evidence(self, f: Flow) -> Evidence:
         m = f.name_rule
         assert m is not None
+        if f.proxy is not None and f.proxy.address is None:
+            return Evidence("dns", f.name or "", f"the proxy's target was this name; "
+                                                 f"{m.detail()}")
         return Evidence("dns", f.name or "", f"the address was looked up as this name; "
                                              f"{m.detail()}")
 
@@ -518,6 +573,11 @@ class Pipeline:
             if det.role in SERVER_ROLES and rule.role in SERVER_ROLES and not \
                     self.sigs.port_role(det.tool, f.proto, f.server_port):
                 det.role = rule.role
+        if f.proxy is not None and all(e.kind != "proxy" for e in det.evidence):
+            p = f.proxy
+            det.evidence.append(Evidence("proxy", p.target or p.protocol, ", ".join(
+                x for x in (f"{p.protocol} through {ip_text(f.server_ip)}:{f.server_port}",
+                            "" if p.carries else p.detail) if x)))
         if not det.outranks(f.verdict):
             return
         f.verdict = det
@@ -556,6 +616,14 @@ class Pipeline:
         }
         if det.variant:
             ev["remote_access"]["variant"] = det.variant
+        if f.proxy is not None:
+            p = f.proxy
+            proxy: dict[str, Any] = {"protocol": p.protocol}
+            if p.host is not None:
+                proxy["target"] = p.host
+            if p.port is not None:
+                proxy["target_port"] = p.port
+            ev["remote_access"]["proxy"] = proxy
         self._add_device(ev, f.client_ip, f.server_ip)
         self.log.write(ev)
         self.c.events += 1
@@ -600,6 +668,31 @@ class Pipeline:
             f.verdict = None
             self._detect(f, det, ts)
             return
+
+    def _dns_stream(self, f: Flow, d: int, seq: int, payload: bytes, ts: float) -> None:
+        """DNS over TCP: each message has a two-byte length before it (RFC 1035 §4.2.2), and
+        several may share a connection (RFC 7766 §6.2.1). Answers come from port 53; each
+        complete one is read like a UDP answer, and its bytes are let go."""
+        if (f.server_port if d == 1 else f.client_port) != DNS_PORT:
+            return
+        if not f.add_tcp_payload(d, seq, payload):
+            return
+        buf = f.streams[d]
+        f.segments[d].clear()
+        while len(buf) >= 2:
+            size = (buf[0] << 8) | buf[1]
+            if size + 2 > INSPECT_BYTES:
+                # Longer than a flow may hold while inspecting (a zone transfer, or not DNS
+                # at all): count it, and from now on only count the connection's packets.
+                self.c.dns_malformed += 1
+                f.stop_inspecting()
+                f.dns_tools = None
+                return
+            if len(buf) < size + 2:
+                return
+            msg = bytes(buf[2:size + 2])
+            del buf[:size + 2]
+            self._dns(f, d, msg, ts)
 
     def _banking(self, f: Flow, qname: str, ts: float, seen_in: str = "answer") -> None:
         """A household device looked up or connected to its bank (a DNS answer, or the

@@ -179,6 +179,8 @@ class SessionTracker:
         s.peers.add(ip_str(f.server_ip if ip_str(f.client_ip) == device else f.client_ip))
         if f.name:
             s.peers.add(f.name)
+        if f.proxy is not None and f.proxy.host:
+            s.peers.add(f.proxy.host)  # the proxy's target: who is really at the other end
         state = s.state
         if det.role in RELAY_ROLES:
             s.relayed = True
