@@ -53,7 +53,8 @@ def ip_text(raw: bytes) -> str:
 @dataclass
 class Counters:
     packets: int = 0
-    bytes: int = 0
+    bytes: int = 0  # on the wire (original lengths)
+    captured_bytes: int = 0  # what the capture kept (less with a snap length)
     ip_packets: int = 0
     malformed: int = 0
     fragments: int = 0
@@ -159,14 +160,15 @@ class Pipeline:
         if stats.truncated:
             self.c.files_truncated += 1
 
-    def feed(self, frames: Iterable[tuple[float, int, bytes]]) -> None:
-        """Frames one by one (pcapng, live sources)."""
+    def feed(self, frames: Iterable[tuple[float, int, bytes, int]]) -> None:
+        """Frames one by one (pcapng, live sources): ``(ts, linktype, frame, wire_len)``."""
         c = self.c
         frame_ = self._frame
-        for ts, linktype, frame in frames:
+        for ts, linktype, frame, wire in frames:
             c.packets += 1
-            c.bytes += len(frame)
-            frame_(ts, linktype, frame)
+            c.bytes += wire
+            c.captured_bytes += len(frame)
+            frame_(ts, linktype, frame, wire)
             if ts > self.now:
                 self.now = ts
 
@@ -185,7 +187,8 @@ class Pipeline:
         tcp, udp = self.tcp, self.udp
         frame_ = self._frame
         buf, pos, n = b"", 0, 0
-        packets = nbytes = counted = 0
+        packets = nbytes = captured = counted = 0
+        max_record = MAX_RECORD
         ts = 0.0
         next_sweep = self._next_sweep
         try:
@@ -195,7 +198,7 @@ class Pipeline:
                     if more is None:
                         break
                     buf, pos, n = more, 0, len(more)
-                sec, frac, incl, _orig = unpack_rec(buf, pos)
+                sec, frac, incl, wire = unpack_rec(buf, pos)
                 o = pos + 16
                 end = o + incl
                 if end > n:
@@ -209,7 +212,12 @@ class Pipeline:
                     continue
                 pos = end
                 packets += 1
-                nbytes += incl
+                # Volumes are the wire's (the original length), not what the snap length
+                # kept; a corrupt original length falls back to the captured one.
+                if not incl <= wire <= max_record:
+                    wire = incl
+                nbytes += wire
+                captured += incl
                 ts = sec + frac * scale
                 hit = None
                 query = False
@@ -243,11 +251,11 @@ class Pipeline:
                         if fin_rst:
                             f.saw_close(fin_rst)
                         f.pkts[d] += 1
-                        f.bytes[d] += incl
+                        f.bytes[d] += wire
                         f.last_ts = ts
                         counted += 1
                         continue
-                frame_(ts, linktype, buf[o:end])
+                frame_(ts, linktype, buf[o:end], wire)
                 next_sweep = self._next_sweep
         finally:
             src.close()
@@ -256,9 +264,10 @@ class Pipeline:
             src.st.packets += packets
             c.packets += packets
             c.bytes += nbytes
+            c.captured_bytes += captured
             c.ip_packets += counted
 
-    def _frame(self, ts: float, linktype: int, frame: bytes) -> None:
+    def _frame(self, ts: float, linktype: int, frame: bytes, wire: int) -> None:
         """The full path for one frame: decode, find the flow, count or inspect."""
         p = dec.decode_frame(linktype, frame)
         if type(p) is int:
@@ -272,10 +281,10 @@ class Pipeline:
             if (not f.inspecting and f.dns_tools is None and not flags & 0x07
                     and ts < self._next_sweep):
                 f.pkts[d] += 1
-                f.bytes[d] += len(frame)
+                f.bytes[d] += wire
                 f.last_ts = ts
                 return
-        self._packet(ts, proto, sip, dip, sport, dport, flags, seq, payload, len(frame), hit)
+        self._packet(ts, proto, sip, dip, sport, dport, flags, seq, payload, wire, hit)
 
     def _count_undecoded(self, code: int) -> None:
         c = self.c
