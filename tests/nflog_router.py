@@ -60,7 +60,7 @@ def main() -> None:
                     proto, s, d, sp, dp = p[:5]  # type: ignore[index]
                     a, b = sorted([(ip_text(s), sp), (ip_text(d), dp)])
                     per_conn[f"{proto} {a[0]}:{a[1]} {b[0]}:{b[1]}"] += 1
-            pipe.feed((ts, lt, frame) for ts, lt, frame, _wire in batch)
+            pipe.feed(batch)
     finally:
         src.close()
     log.flush()
