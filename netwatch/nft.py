@@ -56,6 +56,14 @@ def list_table() -> list[dict[str, Any]] | None:
     return [o for o in items if "metainfo" not in o]
 
 
+def flowtables() -> list[str]:
+    """The flowtables of other tables ("family table name"), read only: a flow that
+    enters one skips the forward hook from then on (see the README on offloading)."""
+    out = _nft(["-j", "list", "flowtables"], None)
+    found = [o["flowtable"] for o in json.loads(out).get("nftables", []) if "flowtable" in o]
+    return [f"{f['family']} {f['table']} {f['name']}" for f in found if f["table"] != TABLE]
+
+
 def install_chains(chains: list[Chain], rules: dict[str, list[list[dict[str, Any]]]]) -> None:
     """Create the table if needed, then each chain with exactly ``rules[chain.name]`` (a
     chain left by an earlier run that died is flushed and written again)."""

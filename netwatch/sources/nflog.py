@@ -22,6 +22,7 @@ _QTHRESH (be32) and _FLAGS (be16).
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import socket
@@ -83,6 +84,10 @@ MAX_BATCH = 4096
 # Conntrack counters of followed flows are read this often: twice per session tick
 # (sessions.Thresholds.tick_s, 5 s), so every tick sees a fresh rate.
 REFRESH_S = 2.5
+# Conntrack's news (ends) go to the pipeline at most this often: a session's end is known
+# half a second late at worst, and the pipeline's list of followed flows is not rebuilt on
+# every batch of packets.
+DELIVER_S = 0.5
 # Capture chains run just before fw4's filter chains (priority filter = 0: input, forward,
 # output) and after its mangle chains (-150), which only mark: they see every packet fw4
 # is about to accept or drop. Conntrack (-200) has already counted the packet.
@@ -96,6 +101,8 @@ _BE32 = struct.Struct("!I")
 _NLA = struct.Struct("=HH")
 _NLMSG = struct.Struct("=IHHII")
 _IP_LEN = struct.Struct("!H")
+
+log = logging.getLogger("netwatch.nflog")
 
 Packet = tuple[float, int, bytes, int]  # (ts, linktype, frame, wire_len)
 FlowKey = tuple[int, bytes, bytes, int, int]
@@ -147,43 +154,54 @@ def parse_packets(buf: bytes | memoryview, n: int, now: float, out: list[Packet]
                   last_seq: int | None = None) -> tuple[int, int, int | None, int]:
     """Append the logged packets of one netlink batch to ``out``. Returns (packets,
     malformed messages, the last sequence number seen, packets missing between sequence
-    numbers since ``last_seq``). A packet without a kernel timestamp gets ``now``."""
+    numbers since ``last_seq``). A packet without a kernel timestamp gets ``now``.
+
+    This runs once per packet that reaches Python: the batch is copied to bytes once, the
+    attributes are walked with one unpack each, and the payload (always the last
+    attribute, nfulnl_log_packet) is the only slice taken."""
+    data = buf[:n] if isinstance(buf, bytes) else bytes(buf[:n])
     pos = count = bad = gaps = 0
     unpack_msg, unpack_nla = _NLMSG.unpack_from, _NLA.unpack_from
+    be32, ts_unpack = _BE32.unpack_from, _TS.unpack_from
     want = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET
+    append = out.append
     while pos + 16 <= n:
-        length, mtype, _f, _s, _p = unpack_msg(buf, pos)
+        length, mtype, _f, _s, _p = unpack_msg(data, pos)
         if length < 16 or pos + length > n:
             bad += 1
             break
         end = pos + length
-        if mtype != want:
-            pos = (end + 3) & ~3
-            continue
         a = pos + 20  # after nlmsghdr and nfgenmsg
+        pos = (end + 3) & ~3
+        if mtype != want:
+            continue
         payload = None
         ts = now
         while a + 4 <= end:
-            alen, atype = unpack_nla(buf, a)
+            alen, atype = unpack_nla(data, a)
             if alen < 4 or a + alen > end:
                 break
-            atype &= 0x3FFF
+            # These three are never nested, so their type has no flag bits to mask.
             if atype == NFULA_PAYLOAD:
-                payload = bytes(buf[a + 4:a + alen])
-            elif atype == NFULA_TIMESTAMP and alen >= 20:
-                sec, usec = _TS.unpack_from(buf, a + 4)
-                ts = sec + usec * 1e-6
+                payload = data[a + 4:a + alen]
             elif atype == NFULA_SEQ and alen >= 8:
-                seq = _BE32.unpack_from(buf, a + 4)[0]
+                seq = be32(data, a + 4)[0]
                 if last_seq is not None and seq != (last_seq + 1) & 0xFFFFFFFF:
                     gaps += (seq - last_seq - 1) & 0xFFFFFFFF
                 last_seq = seq
+            elif atype == NFULA_TIMESTAMP and alen >= 20:
+                sec, usec = ts_unpack(data, a + 4)
+                ts = sec + usec * 1e-6
             a += (alen + 3) & ~3
-        pos = (end + 3) & ~3
-        if not payload:
+        if not payload or len(payload) < 8:
             bad += 1
             continue
-        out.append((ts, LINKTYPE_RAW, payload, wire_length(payload)))
+        # The wire length from the IP header: the copy may be cut short.
+        v = payload[0] >> 4
+        wire = ((payload[2] << 8 | payload[3]) if v == 4 else
+                40 + (payload[4] << 8 | payload[5]) if v == 6 else 0)
+        lp = len(payload)
+        append((ts, LINKTYPE_RAW, payload, wire if wire > lp else lp))
         count += 1
     return count, bad, last_seq, gaps
 
@@ -297,10 +315,12 @@ class NflogSource:
         self._pending: list[Conn] = []
         self._follow: list[FlowKey] = []
         self._next_refresh = 0.0
+        self._next_deliver = 0.0
         self.reader: NflogReader | None = None
         self.events: ConntrackEvents | None = None
         self.query: ConntrackQuery | None = None
         self.rules_installed = False
+        self.flowtables: list[str] = []
 
     def start(self) -> NflogSource:
         """Open the sockets, then add the rules (so no logged packet finds nobody)."""
@@ -312,6 +332,7 @@ class NflogSource:
             nft.install_chains(self.chains, ruleset(self.group, self.first_packets,
                                                     self.own_traffic))
             self.rules_installed = True
+            self.flowtables = nft.flowtables()
         except PermissionError:
             self.close()
             raise SourceError("the nflog source needs CAP_NET_ADMIN (run as root or give "
@@ -319,6 +340,12 @@ class NflogSource:
         except (OSError, nft.NftError) as e:
             self.close()
             raise SourceError(str(e)) from None
+        if self.accounting_problem:
+            log.warning("%s", self.accounting_problem)
+        if self.flowtables:
+            log.warning("flow offloading is on (%s): an offloaded TCP connection leaves the "
+                        "forward hook after its handshake, so its payload is not inspected; "
+                        "see the README, 'Routers: the nflog source'", ", ".join(self.flowtables))
         return self
 
     def __enter__(self) -> NflogSource:
@@ -331,11 +358,13 @@ class NflogSource:
         """The logged packets that arrive within ``timeout_s`` (empty on timeout)."""
         assert self.reader is not None and self.events is not None
         now = self.clock()
-        if self._pending or now >= self._next_refresh:
+        if now >= self._next_deliver:
+            self._next_deliver = now + DELIVER_S
             self._deliver(now)
         out: list[Packet] = []
+        wait = min(timeout_s, self._next_deliver - now) if self._pending else timeout_s
         ready, _, _ = select.select([self.reader.fileno(), self.events.fileno()], [], [],
-                                    max(0.0, timeout_s))
+                                    max(0.0, wait))
         if self.events.fileno() in ready:
             got = self.events.read()
             self.conntrack_events += len(got)
@@ -371,6 +400,7 @@ class NflogSource:
             "conntrack_errors": q.errors if q else 0,
             "followed_flows": len(self._follow),
             "accounting": self.accounting_problem or "on",
+            "flowtables": list(self.flowtables),
         }
 
     def close(self) -> None:
