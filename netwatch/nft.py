@@ -89,8 +89,11 @@ def remove_chains(names: list[str]) -> bool:
     mine = [n for n in names if n in present]
     others = [o for o in items if not ("table" in o or "rule" in o
                                        or ("chain" in o and o["chain"]["name"] in mine))]
-    cmds: list[dict[str, Any]] = [
-        {"delete": {"chain": {"family": FAMILY, "table": TABLE, "name": n}}} for n in mine]
+    # Flushed first, so the delete does not rely on the kernel removing the rules itself.
+    cmds: list[dict[str, Any]] = []
+    for n in mine:
+        spec = {"family": FAMILY, "table": TABLE, "name": n}
+        cmds += [{"flush": {"chain": spec}}, {"delete": {"chain": spec}}]
     if not others:
         cmds = [{"delete": {"table": {"family": FAMILY, "name": TABLE}}}]
     if cmds:

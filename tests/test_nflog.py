@@ -45,6 +45,7 @@ from netwatch.sources.nflog import (
     NFULA_SEQ,
     NFULA_TIMESTAMP,
     NFULNL_MSG_PACKET,
+    nfnetlink_log_available,
     parse_packets,
     wire_length,
 )
@@ -221,9 +222,7 @@ def _why_not_live() -> str | None:
     for tool in ("ip", "nft", "dnsmasq", "openssl"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed (bash run.sh test installs it)"
-    if not os.path.exists("/proc/net/netfilter/nfnetlink_log"):
-        return "this kernel has no nfnetlink_log (CONFIG_NETFILTER_NETLINK_LOG)"
-    return None
+    return nfnetlink_log_available()
 
 
 def sh(*argv: str, ns: str | None = None, check: bool = True, timeout: float = 20
