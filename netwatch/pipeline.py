@@ -650,7 +650,7 @@ class Pipeline:
         fnd = self.findings.get(f.id)
         if fnd is not None:
             fnd.bytes_toserver, fnd.bytes_toclient = f.bytes[0], f.bytes[1]
-        self.sessions.on_flow_end(f, max(self.now, f.last_ts))
+        self.sessions.on_flow_end(f, f.last_ts)
 
     def flow_counters(self, conns: Iterable[Conn], now: float
                       ) -> list[tuple[int, bytes, bytes, int, int]]:
