@@ -165,7 +165,7 @@ def main() -> None:
             st = res["stats"]
             out.update({
                 "sent": sent, "line_packets": line, "to_python": st["packets"],
-                "dropped": st["drops"], "overruns": st["overruns"],
+                "dropped": st["dropped"], "overruns": st["overruns"],
                 "share": st["packets"] / line if line else 0.0,
                 "python_cpu_s": round(res["cpu_s"], 2),
                 "us_per_line_packet": round(res["cpu_s"] / line * 1e6, 2) if line else 0.0,

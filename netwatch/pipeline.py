@@ -673,7 +673,10 @@ class Pipeline:
                     if c.bytes[i] > f.bytes[way]:
                         f.bytes[way], f.pkts[way] = c.bytes[i], max(f.pkts[way], c.pkts[i])
                         grew = True
-                if grew and now > f.last_ts:
+                # Traffic since the last look: the flow was alive until now (within one
+                # refresh). A DESTROY comes long after the last packet (TIME_WAIT, timeouts):
+                # the flow ends at the last time it was seen growing.
+                if grew and not c.ended and now > f.last_ts:
                     f.last_ts = now
             if c.ended:
                 self._finish(f)

@@ -392,7 +392,8 @@ class NflogSource:
             "bytes": self.bytes,
             # Sequence gaps: the kernel could not queue a message; overruns: the socket's
             # buffer was full and the kernel dropped whole batches (count unknown).
-            "drops": (r.gaps if r else 0),
+            "received": self.packets + (r.gaps if r else 0),
+            "dropped": (r.gaps if r else 0),
             "overruns": (r.nl.overruns if r else 0) + (e.nl.overruns if e else 0),
             "malformed": (r.malformed if r else 0) + (e.malformed if e else 0),
             "conntrack_events": self.conntrack_events,
@@ -407,10 +408,12 @@ class NflogSource:
         """Remove the capture chains (and the table if nothing else of netwatch's is in it),
         then close the sockets."""
         if self.rules_installed:
+            self.rules_installed = False
             try:
                 nft.remove_chains([c.name for c in self.chains])
-            finally:
-                self.rules_installed = False
+            except nft.NftError as e:
+                log.error("could not remove netwatch's capture chains (%s); remove them by "
+                          "hand: nft delete table inet netwatch", e)
         for part in (self.reader, self.events, self.query):
             if part is not None:
                 part.close()
