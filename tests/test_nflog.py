@@ -375,3 +375,20 @@ def test_live_close_keeps_the_table_while_it_holds_other_chains_of_netwatch(lab:
     out = sh(sys.executable, "-c", code, ns=ROUTER).stdout.splitlines()
     assert out == ["False", "['block_forward']", "True None"]
     assert "fw4" in sh("nft", "list", "tables", ns=ROUTER).stdout
+
+
+def test_the_router_rules_log_first_packets_on_forward_and_dns_answers_everywhere() -> None:
+    from netwatch.sources.nflog import FORWARD, INPUT, OUTPUT, chains_for, ruleset
+
+    plain = ruleset(74, 32, own_traffic=False)
+    assert [c.name for c in chains_for(False)] == [FORWARD.name, OUTPUT.name]
+    first, dns = plain[FORWARD.name]
+    assert {"match": {"op": "==", "left": {"ct": {"key": "packets"}},
+                      "right": {"range": [1, 32]}}} in first
+    assert plain[OUTPUT.name] == [dns] and {"log": {"group": 74}} in dns
+    own = ruleset(74, 32, own_traffic=True)
+    assert own[INPUT.name] == own[OUTPUT.name] == [first, dns]
+    # Every chain runs before fw4's filter chains (priority 0) and gives no verdict.
+    assert all(c.priority == -1 for c in chains_for(True))
+    assert not any("accept" in r or "drop" in r for rules in own.values() for rule in rules
+                   for r in rule)
