@@ -44,8 +44,9 @@ case "${1:-}" in
   test)
     # tshark is the oracle the decoding tests compare against; ndpiReader is the peer the
     # speed guard measures netwatch against; promtool (in prometheus) checks /metrics;
-    # dnsmasq-base and iproute2: the dnslog test runs a real dnsmasq in namespaces.
-    apt_install tshark libndpi-bin prometheus dnsmasq-base iproute2
+    # dnsmasq-base and iproute2: the dnslog test runs a real dnsmasq in namespaces; the nflog
+    # tests build a router from nftables, dnsmasq and openssl in network namespaces.
+    apt_install tshark libndpi-bin prometheus nftables iproute2 dnsmasq-base openssl
     venv "[test]"
     .venv/bin/ruff check netwatch tests --exclude tests/pcaps
     .venv/bin/mypy netwatch
@@ -65,8 +66,15 @@ case "${1:-}" in
     venv ""
     exec .venv/bin/netwatch bench --packets 1000000 --runs 3 "${@:2}"
     ;;
+  bench-nflog)
+    # The nflog mode on a router namespace: the home mix through tcpreplay, what reaches
+    # Python and its CPU per packet of line traffic (needs root; about 3 minutes).
+    apt_install tcpreplay nftables iproute2
+    venv ""
+    exec as_root .venv/bin/python benchmarks/nflog_live.py "${@:2}"
+    ;;
   *)
-    echo "usage: bash run.sh demo|test|bench" >&2
+    echo "usage: bash run.sh demo|test|bench|bench-nflog" >&2
     exit 64
     ;;
 esac

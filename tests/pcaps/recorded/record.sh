@@ -437,6 +437,9 @@ write_tables() {
         "through microsocks $(pkgver microsocks) (SOCKS5, RFC 1929 user/password)"
     proxied_rows rdp-http-tinyproxy.pcap "$HTTP_PROXY_PORT" http \
         "through tinyproxy $(pkgver tinyproxy) (HTTP CONNECT)"
+
+    # the NFLOG capture has its own recorder; keep its rows
+    bash "$HERE/record-nflog.sh" tables
 }
 
 # "client -> server:port" of the first SYN to port $2 in pcap $1
