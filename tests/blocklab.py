@@ -155,8 +155,8 @@ class Lab:
 
     def connects(self, src_ns: str, ip: str, port: int) -> bool:
         """Whether a new TCP connection from ``src_ns`` to ip:port is accepted."""
-        probe = ("import socket,sys\ntry:\n socket.create_connection(('%s',%d),timeout=2)\n"
-                 "except OSError as e:\n print(e); sys.exit(1)" % (ip, port))
+        probe = (f"import socket,sys\ntry:\n socket.create_connection(('{ip}',{port}),"
+                 "timeout=2)\nexcept OSError as e:\n print(e); sys.exit(1)")
         return ns(src_ns, sys.executable, "-c", probe, check=False, timeout=10).returncode == 0
 
     def established(self, name: str, port: int) -> int:

@@ -18,9 +18,8 @@ import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 import blocklab
+import pytest
 from blocklab import NET, NET_IP, PC, PC_IP, ROUTER, ROUTER_LAN, UPSTREAM_DNS, Lab, wait_for
 
 WHY_NOT = blocklab.why_not()
