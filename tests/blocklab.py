@@ -77,6 +77,18 @@ def bg(name: str, *args: str, env: dict[str, str] | None = None,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
 
 
+def stop(p: subprocess.Popen) -> None:
+    """End a process started by ``bg``: SIGTERM to ``timeout``, which passes it on to the
+    program (a SIGKILL would leave the program running without its time limit)."""
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=5)
+
+
 def why_not() -> str | None:
     """Why the lab cannot run here, or None."""
     if os.geteuid() != 0:
@@ -130,9 +142,7 @@ class Lab:
 
     def down(self) -> None:
         for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait(timeout=10)
+            stop(p)
         self.procs.clear()
         for n in (PC, ROUTER, NET):
             sh("ip", "netns", "del", n, check=False)

@@ -327,7 +327,7 @@ def test_the_nftables_backend_never_flushes_or_deletes_a_table(monkeypatch: Any)
     sent: list[dict[str, Any]] = []
     b = NftablesBackend()
     monkeypatch.setattr(b, "apply", lambda cmds: sent.extend(cmds))
-    monkeypatch.setattr(b, "elements", lambda: {(DEVICE, PEER)})
+    monkeypatch.setattr(b, "elements", lambda *_: {(DEVICE, PEER)})
     b.install()
     b.add([(DEVICE, PEER), (DEVICE, "203.0.113.8"), ("fd00::23", "2001:db8::7")], 7.2)
     verbs = {(v, k) for c in sent for v, body in c.items() for k in body}

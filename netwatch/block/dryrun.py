@@ -22,7 +22,7 @@ class DryRunBackend:
         self.installed = False
         self.cuts: list[Pair] = []
 
-    def install(self) -> None:
+    def install(self, force: bool = False) -> None:
         self.installed = True
 
     def uninstall(self) -> None:

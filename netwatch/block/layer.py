@@ -64,7 +64,7 @@ class Backend(Protocol):
     name: str
     dry_run: bool
 
-    def install(self) -> None: ...
+    def install(self, force: bool = False) -> None: ...
 
     def uninstall(self) -> None: ...
 
@@ -358,7 +358,7 @@ class BlockLayer:
             live = list(st.blocks)
         events = [self._event("expire", b, "expired", now) for b in gone]
         try:
-            self.backend.install()
+            self.backend.install(force=True)
             present = self.backend.elements()
             wanted: dict[Pair, Block] = {p: b for b in live for p in b.pairs()}
             stale = present - wanted.keys()

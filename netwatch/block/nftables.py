@@ -99,6 +99,7 @@ class NftablesBackend:
         self.nft = nft
         self.conntrack = conntrack
         self.reset = reset
+        self.installed = False  # by this process (a block then costs one nft call less)
 
     # ------------------------------------------------------------------ nft
 
@@ -119,9 +120,12 @@ class NftablesBackend:
         if commands:
             self._run(["-j", "-f", "-"], json.dumps({"nftables": commands}))
 
-    def install(self) -> None:
+    def install(self, force: bool = False) -> None:
         """The table (added, never flushed), the sets (kept with their elements) and the
-        chains (netwatch's own block chains are rewritten, nothing else)."""
+        chains (netwatch's own block chains are rewritten, nothing else). Once per process
+        unless ``force``: a table deleted meanwhile is noticed by ``add``."""
+        if self.installed and not force:
+            return
         cmds: list[dict[str, Any]] = [{"add": {"table": {"family": FAMILY, "name": TABLE}}}]
         for v, name in SETS.items():
             cmds.append({"add": {"set": _spec(name=name, type=SET_TYPES[v],
@@ -137,10 +141,12 @@ class NftablesBackend:
             cmds.append({"add": {"rule": _spec(chain=name, expr=[
                 {"jump": {"target": RULES_CHAIN}}])}})
         self.apply(cmds)
+        self.installed = True
 
     def uninstall(self) -> None:
         """Remove the block chains and sets; the table too when nothing else of netwatch's
         (the capture chains) is in it."""
+        self.installed = False
         items = self._table()
         if items is None:
             return
@@ -171,9 +177,9 @@ class NftablesBackend:
 
     # ------------------------------------------------------------------ elements
 
-    def elements(self) -> set[Pair]:
+    def elements(self, versions: Iterable[int] = (4, 6)) -> set[Pair]:
         out: set[Pair] = set()
-        for name in SETS.values():
+        for name in (SETS[v] for v in sorted(set(versions))):
             try:
                 text = self._run(["-j", "list", "set", FAMILY, TABLE, name])
             except BackendError as err:
@@ -196,15 +202,22 @@ class NftablesBackend:
         if not pairs:
             return
         timeout = max(1, math.ceil(timeout_s))
-        present = self.elements()
-        cmds: list[dict[str, Any]] = []
+        present = self.elements({_version(a) for a, _ in pairs})
         again = [p for p in pairs if p in present]
-        cmds += self._elements("delete", again)
-        cmds += self._elements("add", pairs, timeout)
-        self.apply(cmds)
+        cmds = self._elements("delete", again) + self._elements("add", pairs, timeout)
+        try:
+            self.apply(cmds)
+        except BackendError as e:
+            if "No such file or directory" not in str(e):
+                raise
+            self.install(force=True)  # the table went (a reboot, by hand): make it again
+            self.apply(self._elements("add", pairs, timeout))
 
     def remove(self, pairs: Iterable[Pair]) -> None:
-        present = self.elements()
+        pairs = list(pairs)
+        if not pairs:
+            return
+        present = self.elements({_version(a) for a, _ in pairs})
         self.apply(self._elements("delete", [p for p in pairs if p in present]))
 
     def _elements(self, verb: str, pairs: list[Pair],
