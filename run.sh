@@ -44,7 +44,10 @@ case "${1:-}" in
   test)
     # tshark is the oracle the decoding tests compare against; ndpiReader is the peer the
     # speed guard measures netwatch against.
-    apt_install tshark libndpi-bin
+    # nftables and conntrack: the live blocking tests (tests/test_block_live.py); Xvfb,
+    # x11vnc and TigerVNC's viewer: the real VNC session they cut.
+    apt_install tshark libndpi-bin nftables conntrack tcpdump xvfb x11vnc tigervnc-viewer \
+      x11-apps
     venv "[test]"
     .venv/bin/ruff check netwatch tests --exclude tests/pcaps
     .venv/bin/mypy netwatch
