@@ -340,3 +340,31 @@ def test_the_nftables_backend_never_flushes_or_deletes_a_table(monkeypatch: Any)
     assert timeouts == {8}  # whole seconds, rounded up
     deleted = [c["delete"]["element"]["elem"] for c in sent if "delete" in c]
     assert deleted == [[{"concat": [DEVICE, PEER]}]]  # re-added with its new timeout
+
+
+def test_a_failed_block_decided_by_the_policy_is_in_its_alert(tmp_path: Path) -> None:
+    class Broken(DryRunBackend):
+        def add(self, pairs: Any, timeout_s: float) -> None:
+            raise BackendError("nft: Operation not permitted")
+
+    h = household(tmp_path, "block")
+    alert = decide([_session(1, "active", MONDAY)], h, MONDAY)[0]
+    events = layer(tmp_path, h, backend=Broken()).act_on_alert(alert, T0)
+    assert [e["block"]["action"] for e in events] == ["failed"]
+    assert alert["alert"]["block"]["outcome"] == "failed"
+    assert alert["alert"]["reasons"][-1].startswith("Blocking FAILED")
+    valid(alert)
+
+
+def test_a_device_is_blocked_at_the_addresses_its_dhcp_leases_give(tmp_path: Path) -> None:
+    leases = tmp_path / "dhcp.leases"
+    leases.write_text("1800000000 3c:22:fb:11:22:33 192.168.1.77 maria-pc *\n"
+                      "1800000000 aa:bb:cc:dd:ee:ff 192.168.1.78 other *\n")
+    p = tmp_path / "h.yaml"
+    p.write_text("people:\n  Maria: nl\ndevices:\n  - name: pc\n    person: Maria\n"
+                 "    macs: [3c:22:fb:11:22:33]\ndhcp_leases: dhcp.leases\n")
+    h = load_household(str(p), known_tools=[])
+    ev = layer(tmp_path, h).add(device="pc", peers=[PEER], reason="test")
+    assert ev["block"]["action"] == "add"
+    assert layer(tmp_path, h).backend.elements() == set()  # a new layer: a new dry run
+    assert layer(tmp_path, h).list_blocks()[0].addresses == ["192.168.1.77"]

@@ -150,12 +150,15 @@ class BlockLayer:
 
     @contextlib.contextmanager
     def _state(self) -> Iterator[State]:
-        """The state, locked against other netwatch processes, saved when the block ends."""
+        """The state, locked against other netwatch processes, saved when the block ends
+        if it changed."""
         with open(self.dir / LOCK_FILE, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             st = self._load()
+            before = self._dump(st)
             yield st
-            self._save(st)
+            if self._dump(st) != before:
+                self._save(st)
 
     def _load(self) -> State:
         try:
@@ -175,14 +178,17 @@ class BlockLayer:
                       self.path, e)
             return State()
 
+    @staticmethod
+    def _dump(st: State) -> str:
+        return json.dumps({"version": STATE_VERSION, "blocks": [asdict(b) for b in st.blocks],
+                           "allows": [asdict(a) for a in st.allows], "names": st.names,
+                           "sessions": st.sessions}, separators=(",", ":"))
+
     def _save(self, st: State) -> None:
-        data = {"version": STATE_VERSION, "blocks": [asdict(b) for b in st.blocks],
-                "allows": [asdict(a) for a in st.allows], "names": st.names,
-                "sessions": st.sessions}
         fd, tmp = tempfile.mkstemp(prefix=".blocks.", dir=self.dir)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, separators=(",", ":"))
+                f.write(self._dump(st))
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
@@ -410,8 +416,8 @@ class BlockLayer:
         grown: list[Block] = []
         with self._state() as st:
             seen = st.names.setdefault(tool, {})
-            seen.pop(address, None)
-            seen[address] = now
+            if address not in seen:  # first seen: the oldest are forgotten first
+                seen[address] = now
             while len(seen) > MAX_NAMES_PER_TOOL:
                 seen.pop(next(iter(seen)))
             for b in st.blocks:
