@@ -368,3 +368,16 @@ def test_a_device_is_blocked_at_the_addresses_its_dhcp_leases_give(tmp_path: Pat
     assert ev["block"]["action"] == "add"
     assert layer(tmp_path, h).backend.elements() == set()  # a new layer: a new dry run
     assert layer(tmp_path, h).list_blocks()[0].addresses == ["192.168.1.77"]
+
+
+def test_a_session_a_carer_allowed_elsewhere_is_not_blocked_and_its_alert_says_nothing_of_it(
+        tmp_path: Path) -> None:
+    h = household(tmp_path, "block")
+    lay = layer(tmp_path, h)
+    lay.allow(_request("allow", 1), T0 + 7200)  # the control endpoint's process
+    alert = decide([_session(1, "active", MONDAY)], h, MONDAY)[0]
+    assert lay.act_on_alert(alert, T0) == []
+    assert "block" not in alert["alert"] and alert["alert"]["actions"] == ["block"]
+    assert not any("blocking" in r for r in alert["alert"]["reasons"])
+    assert len(alert["alert"]["reasons"]) == len(alert["alert"]["reason_codes"])
+    valid(alert)

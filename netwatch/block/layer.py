@@ -447,6 +447,19 @@ class BlockLayer:
         decision = alert.get("block")
         if not decision or decision.get("outcome"):
             return []
+        sid = alert.get("session_id")
+        if sid is not None and self.allowed_until(sid, now) is not None:
+            # A carer allowed this session (through another process: the control endpoint)
+            # after the policy last heard of it: no block, and the alert does not claim one.
+            del alert["block"]
+            codes = alert.get("reason_codes", [])
+            for i in reversed(range(len(codes))):
+                if codes[i].get("code", "").startswith("blocking"):
+                    del codes[i]
+                    if i < len(alert.get("reasons", [])):
+                        del alert["reasons"][i]
+            alert["actions"] = ["block"] if alert.get("notify", True) else []
+            return []
         ev = self.add(device=alert.get("device"), ip=alert_ev.get("src_ip"),
                       tool=decision.get("tool"), peers=decision.get("peers", []),
                       duration_s=DEFAULT_BLOCK_S, reason=decision.get("why", "policy"),
