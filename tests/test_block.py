@@ -381,3 +381,29 @@ def test_a_session_a_carer_allowed_elsewhere_is_not_blocked_and_its_alert_says_n
     assert not any("blocking" in r for r in alert["alert"]["reasons"])
     assert len(alert["alert"]["reasons"]) == len(alert["alert"]["reason_codes"])
     valid(alert)
+
+
+def test_the_pipeline_adds_a_tools_new_relay_to_its_block(tmp_path: Path) -> None:
+    """A DNS answer for an AnyDesk relay name, seen while AnyDesk is blocked on the device,
+    puts the relay's address into the block: the program cannot reconnect there."""
+    from scenarios import dns_answer, tls_client_hello, write_pcap
+
+    when = datetime(2026, 12, 7, 14, 0, tzinfo=UTC)
+    pcap = write_pcap(tmp_path / "relays.pcap", [
+        dns_answer(when, DEVICE, ROUTER, "relay-0a1b2c3d.net.anydesk.com", "203.0.113.80"),
+        tls_client_hello(when, DEVICE, "203.0.113.81", "relay-9f8e7d6c.net.anydesk.com"),
+        dns_answer(when, DEVICE, ROUTER, "www.example.org", "203.0.113.90", txid=7),
+    ])
+    lay = layer(tmp_path)
+    lay.add(device=None, ip=DEVICE, tool="anydesk", reason="test", now=when.timestamp())
+    log_path = tmp_path / "eve.json"
+    log = EventLog(str(log_path))
+    pipe = Pipeline(signatures(), log)
+    pipe.blocker = lay
+    pipe.feed_file(str(pcap), ReadStats())
+    pipe.finish()
+    log.close()
+    assert lay.list_blocks(when.timestamp())[0].peers == ["203.0.113.80", "203.0.113.81"]
+    events = [json.loads(ln) for ln in log_path.read_text().splitlines()]
+    grown = [e for e in events if e["event_type"] == "block"]
+    assert [valid(e)["block"]["action"] for e in grown] == ["add", "add"]
