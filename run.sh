@@ -45,8 +45,11 @@ case "${1:-}" in
     # tshark is the oracle the decoding tests compare against; ndpiReader is the peer the
     # speed guard measures netwatch against; promtool (in prometheus) checks /metrics;
     # dnsmasq-base and iproute2: the dnslog test runs a real dnsmasq in namespaces; the nflog
-    # tests build a router from nftables, dnsmasq and openssl in network namespaces.
-    apt_install tshark libndpi-bin prometheus nftables iproute2 dnsmasq-base openssl
+    # tests build a router from nftables, dnsmasq and openssl in network namespaces;
+    # nftables and conntrack: the live blocking tests (tests/test_block_live.py); Xvfb,
+    # x11vnc and TigerVNC's viewer: the real VNC session they cut.
+    apt_install tshark libndpi-bin prometheus nftables conntrack iproute2 dnsmasq-base \
+      openssl tcpdump xvfb x11vnc tigervnc-viewer x11-apps
     venv "[test]"
     .venv/bin/ruff check netwatch tests --exclude tests/pcaps
     .venv/bin/mypy netwatch

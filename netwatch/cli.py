@@ -20,6 +20,7 @@ from .signatures import DEFAULT_DIR, SignatureError, SignatureSet, load_dir, loa
 from .sources.capture import CaptureError, ReadStats
 
 EXIT_INPUT_ERROR = 2
+BLOCK_BACKENDS = ("auto", "nftables", "dry-run")  # netwatch.block.layer.BACKENDS
 
 
 def _signatures(path: str) -> SignatureSet:
@@ -396,12 +397,17 @@ def control() -> None:
 @click.option("--base-url", metavar="URL",
               help="Where the links point (as the carer's phone sees this endpoint); "
                    "only logged here. Default: http://HOST:PORT.")
+@click.option("--backend", "backend_kind", type=click.Choice(BLOCK_BACKENDS), default="auto",
+              show_default=True, help="How blocks are made: nftables, a dry run, or auto "
+                                      "(nftables where nft exists and may be used).")
+@click.option("--household", "household_file", type=click.Path(dir_okay=False),
+              help="The household file: device addresses and the never_block list.")
 def control_serve(state_dir: str, listen: str, eve_log: str | None,
-                  base_url: str | None) -> None:
+                  base_url: str | None, backend_kind: str, household_file: str | None) -> None:
     """Answer action links until SIGTERM or SIGINT.
 
-    GET /a/TOKEN shows a confirmation page and never acts; POST /a/TOKEN acts once (dry run:
-    no blocking backend yet, the block event says so). GET /healthz answers ok.
+    GET /a/TOKEN shows a confirmation page and never acts; POST /a/TOKEN acts once through
+    the blocking layer (the same as 'netwatch block'). GET /healthz answers ok.
     """
     import logging
     import signal
@@ -409,14 +415,7 @@ def control_serve(state_dir: str, listen: str, eve_log: str | None,
     import time
 
     from .actions import load_or_create_secret
-    from .control import (
-        ControlService,
-        ControlStore,
-        DryRunBlocker,
-        make_server,
-        parse_listen,
-        serve,
-    )
+    from .control import ControlService, ControlStore, make_server, parse_listen, serve
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")
@@ -429,7 +428,8 @@ def control_serve(state_dir: str, listen: str, eve_log: str | None,
         store = ControlStore(state_dir)
     except (OSError, ValueError) as e:
         raise click.ClickException(f"cannot use state folder {state_dir}: {e}") from None
-    service = ControlService(secret, store, DryRunBlocker(), eve_log=eve_log)
+    layer = _block_layer(state_dir, backend_kind, household_file)
+    service = ControlService(secret, store, layer, eve_log=eve_log)
     recovered = service.recover(time.time())
     if recovered:
         click.echo(f"netwatch: handed on {recovered} action(s) recorded before a restart",
@@ -443,7 +443,7 @@ def control_serve(state_dir: str, listen: str, eve_log: str | None,
         signal.signal(sig, lambda *_: stop.set())
     bound_port = server.server_address[1]
     click.echo(f"netwatch control: listening on {host}:{bound_port}; links point at "
-               f"{base_url or f'http://{listen}'}; dry run (no blocking backend)", err=True)
+               f"{base_url or f'http://{listen}'}; blocking: {layer.backend.name}", err=True)
     serve(server, stop)
     click.echo("netwatch control: stopped", err=True)
 
@@ -510,6 +510,179 @@ def control_log(state_dir: str, fmt: str) -> None:
                    f"{r.alert_id}) on {r.device or 'unknown device'}; from {r.client}"
                    f"{' (' + r.user_agent + ')' if r.user_agent else ''}: {r.outcome} "
                    f"[#{r.ref}]")
+
+
+# ------------------------------------------------------------------ blocking
+
+
+def _block_layer(state_dir: str, backend_kind: str, household_file: str | None,
+                 eve_log: str | None = None) -> Any:
+    from .block import BlockLayer, make_backend
+    from .control import EventAppender
+
+    household = _household_or_exit(household_file) if household_file else None
+    events = EventAppender(eve_log)
+    try:
+        return BlockLayer(state_dir, make_backend(backend_kind), household=household,
+                          on_event=events.write if eve_log else None)
+    except OSError as e:
+        raise click.ClickException(f"cannot use state folder {state_dir}: {e}") from None
+
+
+def parse_duration(text: str) -> int:
+    """``2h``, ``30m``, ``90s``, ``1d`` or plain seconds, into seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    t = text.strip().lower()
+    n, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "s")
+    try:
+        value = float(n)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a duration like 2h, 30m or 90s",
+                                 param_hint="--for") from None
+    if value <= 0:
+        raise click.BadParameter("must be more than nothing", param_hint="--for")
+    return max(1, round(value * units[unit]))
+
+
+def _block_event_line(ev: dict[str, Any]) -> str:
+    b = ev["block"]
+    peers = ", ".join(b["peers"]) or "none yet"
+    return f"{b['action']}: {b['id']} {b['target']} (peers: {peers}) until {b['expires']}: " \
+           f"{b['reason']}"
+
+
+_STATE_OPT = click.option("--state-dir", required=True, type=click.Path(file_okay=False),
+                          help="netwatch's state folder (blocks.json).")
+_BACKEND_OPT = click.option("--backend", "backend_kind", type=click.Choice(BLOCK_BACKENDS),
+                            default="auto", show_default=True,
+                            help="nftables, a dry run, or auto (nftables where nft exists "
+                                 "and may be used).")
+_EVE_OPT = click.option("--eve-log", "eve_log", type=click.Path(dir_okay=False),
+                        metavar="PATH", help="Append the block events to this event log.")
+
+
+@main.group()
+def block() -> None:
+    """Block a device's remote-control connections (nftables), list and lift blocks.
+
+    Every block goes through the safety rules (never the router, the DNS resolvers, this
+    box, the carers' devices or the household's never_block list) and lifts itself when its
+    time is up, even when netwatch is not running. By hand: nft delete table inet netwatch.
+    """
+
+
+@block.command("list")
+@_STATE_OPT
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+def block_list(state_dir: str, fmt: str) -> None:
+    """The blocks in force."""
+    from dataclasses import asdict
+
+    from .block import BlockLayer
+    from .eventlog import iso_timestamp
+
+    blocks = BlockLayer(state_dir, safety=_no_safety()).list_blocks()
+    if fmt == "json":
+        click.echo(json.dumps([asdict(b) for b in blocks], indent=2, ensure_ascii=False))
+        return
+    if not blocks:
+        click.echo("no blocks in force")
+    for b in blocks:
+        click.echo(f"{b.id}  {b.target}: {', '.join(b.addresses)} against "
+                   f"{', '.join(b.peers) or 'no address yet'} until {iso_timestamp(b.expires)}"
+                   f" ({b.reason})")
+
+
+def _no_safety() -> Any:
+    from .block.safety import Safety
+
+    return Safety()  # listing and removing never add a rule: no need to read the system
+
+
+@block.command("add")
+@click.argument("device")
+@click.argument("target")
+@click.option("--for", "duration", default="2h", show_default=True,
+              help="How long: 2h, 30m, 90s...")
+@click.option("--household", "household_file", type=click.Path(dir_okay=False),
+              help="The household file (device names, addresses, never_block).")
+@click.option("--reason", default="blocked by hand", show_default=True)
+@_STATE_OPT
+@_BACKEND_OPT
+@_EVE_OPT
+def block_add(device: str, target: str, duration: str, household_file: str | None,
+              reason: str, state_dir: str, backend_kind: str, eve_log: str | None) -> None:
+    """Block DEVICE (a household device name, or an address) against TARGET: a tool
+    (every address of its servers netwatch knows, and learns while the block lasts) or a
+    remote address."""
+    import ipaddress
+
+    from .block.layer import _is_ip
+
+    seconds = parse_duration(duration)
+    layer = _block_layer(state_dir, backend_kind, household_file, eve_log)
+    ip = device if _is_ip(device) else None
+    name = None if ip else device
+    if name is not None and (layer.household is None or not any(
+            d.name.lower() == name.lower() for d in layer.household.devices)):
+        raise click.BadParameter(f"{device!r} is not an address nor a device of the "
+                                 "household (give --household)", param_hint="DEVICE")
+    tool, peers = None, []
+    if _is_ip(target):
+        peers = [str(ipaddress.ip_address(target))]
+    else:
+        known = {t.lower() for t in _signatures(DEFAULT_DIR).by_tool}
+        if target.lower() not in known:
+            raise click.BadParameter(f"{target!r} is neither an IP address nor a tool "
+                                     "netwatch knows (see 'netwatch signatures list')",
+                                     param_hint="TARGET")
+        tool = target.lower()
+    ev = layer.add(device=name, ip=ip, tool=tool, peers=peers, duration_s=seconds,
+                   reason=reason)
+    click.echo(_block_event_line(ev))
+    if ev["block"]["action"] != "add":
+        sys.exit(1)
+
+
+@block.command("remove")
+@click.argument("block_id", metavar="ID")
+@_STATE_OPT
+@_BACKEND_OPT
+@_EVE_OPT
+def block_remove(block_id: str, state_dir: str, backend_kind: str, eve_log: str | None) -> None:
+    """Lift the block ID (see 'netwatch block list')."""
+    from .block import BlockLayer, make_backend
+    from .control import EventAppender
+
+    events = EventAppender(eve_log)
+    layer = BlockLayer(state_dir, make_backend(backend_kind), safety=_no_safety(),
+                       on_event=events.write if eve_log else None)
+    ev = layer.remove(block_id)
+    if ev is None:
+        raise click.ClickException(f"no block {block_id} in force (see 'netwatch block list')")
+    click.echo(_block_event_line(ev))
+    if ev["block"]["action"] != "remove":
+        sys.exit(1)
+
+
+@block.command("reconcile")
+@_STATE_OPT
+@_BACKEND_OPT
+@_EVE_OPT
+@click.option("--household", "household_file", type=click.Path(dir_okay=False))
+def block_reconcile(state_dir: str, backend_kind: str, eve_log: str | None,
+                    household_file: str | None) -> None:
+    """Put back the blocks still in force (after a reboot or a flushed ruleset) and remove
+    the stale ones; what 'netwatch run' does at start."""
+    layer = _block_layer(state_dir, backend_kind, household_file, eve_log)
+    events = layer.reconcile()
+    for ev in events:
+        click.echo(_block_event_line(ev))
+    if not events:
+        click.echo(f"{len(layer.list_blocks())} block(s) in force, nothing to put right")
+    if any(ev["block"]["action"] == "failed" for ev in events):
+        sys.exit(1)
 
 
 # ------------------------------------------------------------------ alerts (outbox, senders)

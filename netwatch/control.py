@@ -24,9 +24,10 @@ of the path is used). Do not expose the port to the internet without TLS: a link
 bearer credential until it is used or expires. Behind a proxy the recorded client address
 is the proxy's; ``X-Forwarded-For`` is recorded beside it, as a hint only.
 
-The blocking layer does not exist yet: ``DryRunBlocker`` returns the ``block`` event the
-architecture contract describes with a reason saying it is a dry run, and the pages say
-plainly that nothing was changed on the network. A real backend implements ``Blocker``.
+The blocking layer is ``netwatch.block.BlockLayer`` (nftables, or its dry run where nft
+cannot be used); ``DryRunBlocker`` here answers with the ``block`` event the architecture
+contract describes, saying it is a dry run, for tests of the endpoint alone. With a dry run
+the pages say plainly that nothing was changed on the network.
 
 Secrets: the signing key and tokens never reach logs, the control store or events. Logs
 name a token by ``token_ref`` (a 10-digit hash prefix); the store keeps the nonce (useless

@@ -56,7 +56,7 @@ FIRST_LOOK = timedelta(days=8)
 MASK = "****"
 
 TOP_FIELDS = ("timezone", "people", "carers", "devices", "dhcp_leases", "help_windows",
-              "quiet_hours", "trusted", "banking", "sessions")
+              "quiet_hours", "trusted", "never_block", "banking", "sessions")
 # The session tracker's thresholds a household may change (netwatch/sessions.py,
 # docs/sessions.md), with the unit each is written in.
 SESSION_FIELDS = {"active_bytes_per_s": "bytes per second", "input_bytes_per_s":
@@ -69,6 +69,7 @@ DEVICE_FIELDS = ("name", "person", "macs", "ips", "hostnames", "policy")
 WINDOW_FIELDS = ("name", "days", "start", "end", "people", "devices", "tools", "ics", "ics_url")
 QUIET_FIELDS = ("start", "end")
 TRUST_FIELDS = ("tool", "device", "peer", "peer_name", "note")
+NEVER_BLOCK_FIELDS = ("peer", "device", "note")
 BANKING_FIELDS = ("countries", "extra")
 
 _NULL_TAG = "tag:yaml.org,2002:null"
@@ -168,6 +169,16 @@ class TrustRule:
             if name != self.peer_name and not name.endswith("." + self.peer_name):
                 return False
         return True
+
+
+@dataclass(slots=True)
+class NeverBlock:
+    """An address, network or device that blocking must never cut (the household's
+    ``never_block`` list; netwatch/block/safety.py applies it)."""
+
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
+    device: str | None = None
+    note: str = ""
 
 
 @dataclass(slots=True)
@@ -284,6 +295,7 @@ class Household:
     dhcp_leases: str | None = None
     warnings: list[str] = field(default_factory=list)
     sessions: dict[str, float] = field(default_factory=dict)  # SESSION_FIELDS given
+    never_block: list[NeverBlock] = field(default_factory=list)
     _by_mac: dict[str, Device] = field(default_factory=dict, repr=False)
     _by_ip: dict[str, Device] = field(default_factory=dict, repr=False)
     _by_hostname: dict[str, Device] = field(default_factory=dict, repr=False)
@@ -863,6 +875,7 @@ def _build(r: _Reader, root: Node) -> Household | None:
     windows = _read_windows(r, top.get("help_windows"), people, devices)
     quiet = _read_quiet(r, top["quiet_hours"]) if "quiet_hours" in top else None
     trusted = _read_trusted(r, top.get("trusted"), devices)
+    never_block = _read_never_block(r, top.get("never_block"), devices)
     countries, domains = _read_banking(r, top.get("banking"), people)
     sessions = _read_sessions(r, top["sessions"]) if "sessions" in top else {}
     if r.problems:
@@ -871,7 +884,7 @@ def _build(r: _Reader, root: Node) -> Household | None:
                      windows=windows, quiet=quiet, trusted=trusted, banking_domains=domains,
                      banking_countries=countries,
                      dhcp_leases=leases.path if leases else None, _leases=leases,
-                     sessions=sessions)
+                     sessions=sessions, never_block=never_block)
 
 
 def _read_timezone(r: _Reader, node: Node | None) -> zoneinfo.ZoneInfo:
@@ -1261,6 +1274,45 @@ def _read_trusted(r: _Reader, node: Node | None, devices: list[Device]) -> list[
     return rules
 
 
+def _read_never_block(r: _Reader, node: Node | None, devices: list[Device]
+                      ) -> list[NeverBlock]:
+    """``never_block``: addresses or networks (``192.168.1.5``, ``203.0.113.0/24``), or
+    ``{peer: ..., note: ...}`` / ``{device: ..., note: ...}`` entries."""
+    out: list[NeverBlock] = []
+    if node is None:
+        return out
+    names = [d.name for d in devices]
+    for i, item in enumerate(r.items(node, "never_block")):
+        where = f"never_block[{i}]" if isinstance(node, yaml.SequenceNode) else "never_block"
+        if isinstance(item, yaml.ScalarNode):
+            peer_node, m = item, {}
+        else:
+            got = r.mapping(item, where, NEVER_BLOCK_FIELDS)
+            if got is None:
+                continue
+            m = got
+            if ("peer" in m) == ("device" in m):
+                r.fail(item, where, "give either a peer (an address or network) or a device")
+                continue
+            peer_node = m.get("peer")
+        note = (r.text(m["note"], f"{where}.note") or "") if "note" in m else ""
+        if peer_node is None:
+            dev = r.reference(m["device"], f"{where}.device", names, "devices")
+            if dev is not None:
+                out.append(NeverBlock(device=dev, note=note))
+            continue
+        sub = f"{where}.peer" if "peer" in m else where
+        t = r.text(peer_node, sub)
+        if t is None:
+            continue
+        try:
+            out.append(NeverBlock(network=ipaddress.ip_network(t, strict=False), note=note))
+        except ValueError:
+            r.fail(peer_node, sub, f"{_shown(t)!r} is not an IP address or network like "
+                   "192.168.1.5 or 203.0.113.0/24")
+    return out
+
+
 def _read_banking(r: _Reader, node: Node | None, people: dict[str, Person]
                   ) -> tuple[list[str], dict[str, str]]:
     lists = load_banking_lists()
@@ -1412,6 +1464,10 @@ def describe(h: Household, now: datetime, count: int = 5) -> str:
         lines.append(f"dhcp leases: {h.dhcp_leases}")
     lines.append(f"trusted ({len(h.trusted)}):")
     lines += [f"  {_rule_text(t)}" for t in h.trusted]
+    if h.never_block:
+        lines.append(f"never blocked ({len(h.never_block)}):")
+        lines += [f"  {n.device or n.network}" + (f" ({n.note})" if n.note else "")
+                  for n in h.never_block]
     lines.append("quiet hours: " + (
         f"{h.quiet.start.strftime('%H:%M')}-{h.quiet.end.strftime('%H:%M')}" if h.quiet
         else "none"))
@@ -1441,7 +1497,7 @@ def describe(h: Household, now: datetime, count: int = 5) -> str:
 
 __all__ = [
     "Carer", "CalendarWindow", "Device", "HelpWindow", "Household", "HouseholdError",
-    "HouseholdUnreadable", "Lease", "LeaseTable", "Person", "QuietHours", "TrustRule",
+    "HouseholdUnreadable", "Lease", "LeaseTable", "NeverBlock", "Person", "QuietHours", "TrustRule",
     "WeeklyWindow", "WindowHit", "calendar_cache_path", "describe", "fetch_calendars",
     "load_banking_lists", "load_household", "mask_url", "normalise_mac", "system_timezone",
 ]

@@ -126,7 +126,14 @@ def reason(language: str, code: dict[str, Any], tz: ZoneInfo | None) -> str:
         return text(language, "reason.banking", banks=", ".join(p["banks"]))
     if c in ("return_peer", "return_device", "download"):
         return text(language, f"reason.{c}", tool=tool, ago=duration(language, p["ago_s"]))
+    if c in BLOCK_CODES:
+        return text(language, f"reason.{c}", tool=tool)
     raise KeyError(f"no sentence for reason code {c!r}")
+
+
+# The blocking decision (policy) and its outcome (netwatch/block), as alert reasons.
+BLOCK_CODES = ("blocking", "blocking_outside", "block_done", "block_dry_run", "block_refused",
+               "block_failed")
 
 
 def advice(language: str, alert: dict[str, Any], country: str | None) -> list[str]:

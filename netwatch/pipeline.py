@@ -172,6 +172,9 @@ class Pipeline:
         self.alerts: list[dict[str, Any]] = []
         # Called with each alert event after it is in the log (the notifier queues it).
         self.on_alert: list[Any] = []
+        # The blocking layer (netwatch.block.BlockLayer) that carries out the policy's block
+        # decisions and learns the tools' server addresses; None: decide, never act (replay).
+        self.blocker: Any = None
         self.pcap_name: str | None = None
         # What a live source tells the pipeline: its name (the metrics' ``source`` label),
         # the interface it reads (EVE's ``in_iface`` on every event), and itself, for its
@@ -582,6 +585,8 @@ class Pipeline:
         if not det.outranks(f.verdict):
             return
         f.verdict = det
+        if self.blocker is not None and det.role in SERVER_ROLES:
+            self._blocks(self.blocker.observe_name(det.tool, ip_text(f.server_ip), ts))
         self._emit_detection(f, det, ts)
 
     def _flow_event(self, event_type: str, f: Flow, ts: float) -> dict[str, Any]:
@@ -654,6 +659,11 @@ class Pipeline:
         self.c.dns_answers += 1
         for addr, ttl in addrs:
             self.names.add(addr, qname, ttl, ts)
+        if self.blocker is not None and addrs:
+            m = self.sigs.match_name(qname, "dns")
+            if m is not None and m.role in SERVER_ROLES:
+                for addr, _ttl in addrs:
+                    self._blocks(self.blocker.observe_name(m.tool, ip_text(addr), ts))
         if self.household is not None:
             self._banking(f, qname, ts)
         for name in chain:
@@ -812,6 +822,16 @@ class Pipeline:
             ev["dest_port"] = rport
             ev["proto"] = PROTO_NAME[f.proto]
         self._write(ev, ip_bytes(ev["src_ip"]), None)
+        if self.blocker is not None:
+            self.blocker.remember_session(ev)
+
+    def _blocks(self, events: list[dict[str, Any]]) -> None:
+        """The blocking layer's ``block`` events, into the log."""
+        for ev in events:
+            if self.pcap_name is not None:
+                ev["pcap_filename"] = self.pcap_name
+            self.log.write(ev)
+            self.c.events += 1
 
     def _write(self, ev: dict[str, Any], a: bytes, b: bytes | None) -> None:
         """Write a non-detection event (session, context) and let the policy see it."""
@@ -831,6 +851,10 @@ class Pipeline:
                 if self.pcap_name is not None:
                     alert["pcap_filename"] = self.pcap_name
                 self._add_device(alert, ip_bytes(alert["src_ip"]), None)
+                if self.blocker is not None:
+                    # Acted on before the alert is written and sent: it says whether the
+                    # block worked.
+                    self._blocks(self.blocker.act_on_alert(alert, self.now))
                 self.log.write(alert)
                 self.log.flush_now()
                 self.c.events += 1

@@ -18,6 +18,11 @@ The rules, in the order they are applied to a session of a remote-access tool:
 7. A session known only from the LAN resolver's log (``dns_only``) says what that position
    cannot see (whether a session started, its volume) and offers no Block button: a box that
    only answers DNS cannot cut a connection.
+8. A device whose policy is ``block`` (or ``block-outside-windows``, outside its help
+   windows) gets the decision to block the session in its alert (``alert.block``: the tool
+   and the session's peers), once per session, unless a carer allowed the session ("Allow
+   for 2 h": a ``block`` event ``remove`` with ``allowed_until``) and that time has not
+   passed. The policy only decides; netwatch/block carries it out.
 
 An alert's level (``info``, ``warning``, ``critical``) is ``alert.level``; beside it the alert
 carries Suricata's fields, so EVE readers file it like any IDS alert: the integer
@@ -100,6 +105,7 @@ class _SessionView:
     alerts: int = 0
     said: set[str] = field(default_factory=set)  # what its alerts have covered
     last_alert: datetime | None = None
+    blocked: bool = False  # the policy has decided to block it
 
 
 class Policy:
@@ -110,6 +116,8 @@ class Policy:
         self.names = tool_names if tool_names is not None else default_tool_names()
         self.sessions: dict[int, _SessionView] = {}
         self.live_by_device: dict[str, set[int]] = {}
+        # Sessions a carer allowed ("Allow for 2 h"): not blocked again until then.
+        self.allowed: dict[int, datetime] = {}
 
     # ------------------------------------------------------------------ input
 
@@ -119,7 +127,19 @@ class Policy:
             return self._session(ev)
         if kind == "dns" and ev.get("dns", {}).get("category") == "banking":
             return self._banking(ev)
+        if kind == "block":
+            self._allowed(ev["block"])
         return []
+
+    def _allowed(self, body: dict[str, Any]) -> None:
+        """A carer's "Allow for 2 h" (a ``remove`` with ``allowed_until``)."""
+        sid, until = body.get("session_id"), body.get("allowed_until")
+        if body.get("action") != "remove" or sid is None or not until:
+            return
+        self.allowed[sid] = parse_time(until)
+        v = self.sessions.get(sid)
+        if v is not None:
+            v.blocked = False
 
     def _session(self, ev: dict[str, Any]) -> list[dict[str, Any]]:
         body = ev["session"]
@@ -223,10 +243,22 @@ class Policy:
         v.last_alert = when
         v.level = level
         v.alerts += 1
-        notify = getattr(device, "policy", "alert") != "observe"
+        policy = getattr(device, "policy", "alert")
+        notify = policy != "observe"
         actions = ["block", "allow"] if notify and level != "info" else []
         if v.dns_only and actions:
             actions.remove("block")
+        block: dict[str, Any] | None = None
+        allowed = self.allowed.get(v.id)
+        if (policy == "block" or (policy == "block-outside-windows" and window is None)) \
+                and not v.blocked and not v.dns_only and (allowed is None or allowed <= when):
+            v.blocked = True
+            block = {"tool": v.tool, "tool_name": tool,
+                     "peers": [p for p in v.peers if _is_ip(p)],
+                     "why": f"{tool} on {v.device_ip}: the device's policy is {policy}"}
+            codes.append(_code("blocking" if policy == "block" else "blocking_outside",
+                               {"tool": tool}))
+            actions = ["allow"]
         kind = "critical_connecting" if v.state != "active" and level == "critical" \
             else level
         title_code = _code(kind, {"tool": tool, "who": w})
@@ -256,6 +288,10 @@ class Policy:
         ev["alert"] = alert
         if device is not None:
             alert["device"] = device.name
+        if block is not None:
+            # The decision; the blocking layer (netwatch/block) carries it out and adds its
+            # outcome before the alert is written and sent.
+            alert["block"] = block
         return [ev]
 
     # ------------------------------------------------------------------ wording

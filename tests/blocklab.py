@@ -1,0 +1,225 @@
+"""A small home network in network namespaces, for the live blocking tests and benchmark.
+
+```
+nwb-pc (the household PC)      nwb-r (the router: netwatch's table, DNS)     nwb-net ("internet")
+10.77.1.2  ── veth ──  10.77.1.1        10.77.2.1  ── veth ──  10.77.2.2
+```
+
+The router forwards between the two; a DNS responder on 10.77.1.1:53 answers every A query
+with 10.77.2.2; a stand-in for OpenWrt's fw4 (``inet fw4`` with a chain and a counter rule)
+sits beside netwatch's table. Everything started here is bounded by ``timeout``. Names,
+addresses and X displays: the ``nwb-`` prefix, 10.77.0.0/16, :50-:59.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PC, ROUTER, NET = "nwb-pc", "nwb-r", "nwb-net"
+PC_IP, ROUTER_LAN, ROUTER_WAN, NET_IP = "10.77.1.2", "10.77.1.1", "10.77.2.1", "10.77.2.2"
+# An "internet" resolver the router's own resolv.conf names (ip netns exec bind-mounts
+# /etc/netns/<ns>/resolv.conf): the safety rules must protect it.
+UPSTREAM_DNS = "10.77.2.53"
+REPO = Path(__file__).resolve().parent.parent
+NETWATCH = [sys.executable, "-m", "netwatch"]
+# Every helper process ends by itself after this long, whatever happens to the test.
+LIFETIME_S = 120
+
+FW4 = """table inet fw4 {
+  chain input {
+    type filter hook input priority filter; policy accept;
+    ct state established,related counter accept
+  }
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    tcp dport 22 counter accept
+  }
+}
+"""
+
+DNS_RESPONDER = r"""
+import socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 53))
+answer = socket.inet_aton(sys.argv[2])
+while True:
+    q, peer = s.recvfrom(512)
+    if len(q) < 12:
+        continue
+    end = q.index(b"\0", 12) + 5
+    s.sendto(q[:2] + b"\x81\x80" + q[4:6] + b"\x00\x01\x00\x00\x00\x00" + q[12:end]
+             + b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + answer, peer)
+"""
+
+
+def sh(*args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run(list(args), capture_output=True, text=True, check=check,
+                          timeout=timeout)
+
+
+def ns(name: str, *args: str, check: bool = True,
+       timeout: float = 30) -> subprocess.CompletedProcess:
+    return sh("ip", "netns", "exec", name, *args, check=check, timeout=timeout)
+
+
+def bg(name: str, *args: str, env: dict[str, str] | None = None,
+       lifetime: float = LIFETIME_S, **kw: object) -> subprocess.Popen:
+    """A process in namespace ``name`` that ends by itself after ``lifetime`` seconds."""
+    return subprocess.Popen(["ip", "netns", "exec", name, "timeout", str(int(lifetime)),
+                             *args], env={**os.environ, **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
+
+
+def stop(p: subprocess.Popen) -> None:
+    """End a process started by ``bg``: SIGTERM to ``timeout``, which passes it on to the
+    program (a SIGKILL would leave the program running without its time limit)."""
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=5)
+
+
+def why_not() -> str | None:
+    """Why the lab cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "needs root to make network namespaces"
+    for tool in ("ip", "nft", "conntrack", "timeout"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    probe = "nwb-probe"
+    try:
+        sh("ip", "netns", "add", probe)
+    except (subprocess.CalledProcessError, OSError) as e:
+        return f"cannot make a network namespace: {getattr(e, 'stderr', e)}"
+    try:
+        p = ns(probe, "nft", "add", "table", "inet", "nwbprobe", check=False)
+        if p.returncode != 0:
+            return f"the kernel lacks nftables in a network namespace: {p.stderr.strip()}"
+    finally:
+        sh("ip", "netns", "del", probe, check=False)
+    return None
+
+
+class Lab:
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+
+    def up(self) -> Lab:
+        self.down()
+        for n in (PC, ROUTER, NET):
+            sh("ip", "netns", "add", n)
+            ns(n, "ip", "link", "set", "lo", "up")
+        for a, b, na, nb in (("nwb-a", "nwb-b", PC, ROUTER), ("nwb-c", "nwb-d", ROUTER, NET)):
+            sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
+            sh("ip", "link", "set", a, "netns", na)
+            sh("ip", "link", "set", b, "netns", nb)
+        for n, dev, addr in ((PC, "nwb-a", PC_IP), (ROUTER, "nwb-b", ROUTER_LAN),
+                             (ROUTER, "nwb-c", ROUTER_WAN), (NET, "nwb-d", NET_IP)):
+            ns(n, "ip", "addr", "add", f"{addr}/24", "dev", dev)
+            ns(n, "ip", "link", "set", dev, "up")
+        ns(NET, "ip", "addr", "add", f"{UPSTREAM_DNS}/24", "dev", "nwb-d")
+        ns(PC, "ip", "route", "add", "default", "via", ROUTER_LAN)
+        ns(NET, "ip", "route", "add", "default", "via", ROUTER_WAN)
+        ns(ROUTER, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        etc = Path("/etc/netns") / ROUTER
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "resolv.conf").write_text(f"nameserver {UPSTREAM_DNS}\n")
+        subprocess.run(["ip", "netns", "exec", ROUTER, "nft", "-f", "-"], input=FW4,
+                       text=True, check=True, capture_output=True, timeout=30)
+        self.procs.append(bg(ROUTER, sys.executable, "-c", DNS_RESPONDER, ROUTER_LAN, NET_IP))
+        wait_for(lambda: self.dns_works(), 5)
+        return self
+
+    def down(self) -> None:
+        for p in self.procs:
+            stop(p)
+        self.procs.clear()
+        for n in (PC, ROUTER, NET):
+            sh("ip", "netns", "del", n, check=False)
+        shutil.rmtree(Path("/etc/netns") / ROUTER, ignore_errors=True)
+
+    # -- probes
+
+    def dns_works(self) -> bool:
+        """An A query from the PC to the router's resolver gets its answer."""
+        probe = ("import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+                 "s.settimeout(1)\n"
+                 "s.sendto(bytes.fromhex('abcd01000001000000000000')+b'\\x07example\\x03lan"
+                 "\\x00\\x00\\x01\\x00\\x01',('" + ROUTER_LAN + "',53))\n"
+                 "print(s.recv(512).hex())")
+        p = ns(PC, sys.executable, "-c", probe, check=False, timeout=10)
+        return p.returncode == 0 and p.stdout.strip().endswith(socket.inet_aton(NET_IP).hex())
+
+    def router_answers(self) -> bool:
+        return ns(PC, "ping", "-c", "1", "-W", "1", ROUTER_LAN, check=False).returncode == 0
+
+    def connects(self, src_ns: str, ip: str, port: int) -> bool:
+        """Whether a new TCP connection from ``src_ns`` to ip:port is accepted."""
+        probe = (f"import socket,sys\ntry:\n socket.create_connection(('{ip}',{port}),"
+                 "timeout=2)\nexcept OSError as e:\n print(e); sys.exit(1)")
+        return ns(src_ns, sys.executable, "-c", probe, check=False, timeout=10).returncode == 0
+
+    def established(self, name: str, port: int) -> int:
+        """Established TCP connections on ``port`` (either end) in namespace ``name``."""
+        out = ns(name, "ss", "-Htn", "state", "established",
+                 f"( sport = :{port} or dport = :{port} )", check=False).stdout
+        return len([ln for ln in out.splitlines() if ln.strip()])
+
+    def fw4(self) -> list:
+        out = ns(ROUTER, "nft", "-j", "list", "table", "inet", "fw4").stdout
+        items = [o for o in json.loads(out)["nftables"] if "metainfo" not in o]
+        for o in items:  # counters move with traffic; the rules themselves must not
+            for expr in o.get("rule", {}).get("expr", []):
+                expr.pop("counter", None)
+        return items
+
+    def netwatch(self, *args: str, check: bool = False) -> subprocess.CompletedProcess:
+        """``netwatch ARGS`` run on the router."""
+        return ns(ROUTER, *NETWATCH, *args, check=check, timeout=60)
+
+
+# A long-lived TCP session between two real programs: the server on the PC sends a byte
+# every 100 ms, the client on the internet only reads (like a viewer waiting for updates);
+# each prints how its connection ended.
+SERVER = r"""
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen()
+while True:
+    c, _ = s.accept()
+    try:
+        while True:
+            c.send(b"x"); time.sleep(0.1)
+    except OSError as e:
+        print("server:", e.strerror, flush=True)
+"""
+CLIENT = r"""
+import socket, sys, time
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+print("connected", flush=True)
+try:
+    while c.recv(100):
+        pass
+    print("client: closed", flush=True)
+except OSError as e:
+    print("client:", e.strerror, time.time(), flush=True)
+"""
+
+
+def wait_for(cond, seconds: float, step: float = 0.05) -> bool:  # noqa: ANN001
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(step)
+    return cond()
