@@ -117,7 +117,8 @@ def ip_text(raw: bytes) -> str:
 @dataclass
 class Counters:
     packets: int = 0
-    bytes: int = 0
+    bytes: int = 0  # on the wire (original lengths)
+    captured_bytes: int = 0  # what the capture kept (less with a snap length)
     ip_packets: int = 0
     malformed: int = 0
     fragments: int = 0
@@ -227,32 +228,22 @@ class Pipeline:
         if stats.truncated:
             self.c.files_truncated += 1
 
-    def feed(self, frames: Iterable[tuple[float, int, bytes]]) -> None:
-        """Frames one by one (pcapng, live sources)."""
-        c = self.c
-        frame_ = self._frame
-        for ts, linktype, frame in frames:
-            c.packets += 1
-            c.bytes += len(frame)
-            frame_(ts, linktype, frame, len(frame))
-            if ts > self.now:
-                self.now = ts
-
-    def feed_batch(self, frames: Iterable[LiveFrame]) -> None:
-        """A live source's batch of ``(ts, linktype, frame, wire_len)``: the same fast path
-        as ``feed_pcap`` (a decided flow's Ethernet frame is counted in place), the full
-        path for the rest. Bytes are counted as on the wire (``wire_len``), whatever the
-        capture kept of the frame."""
+    def feed(self, frames: Iterable[LiveFrame]) -> None:
+        """Frames one by one, ``(ts, linktype, frame, wire_len)``: a live source's batch,
+        pcapng. The same fast path as ``feed_pcap`` (a decided flow's Ethernet frame is
+        counted in place), the full path for the rest. Volumes are the wire's
+        (``wire_len``), whatever the capture kept of the frame."""
         c = self.c
         fast = self._fast
         frame_ = self._frame
         ethernet = dec.LINKTYPE_ETHERNET
         next_sweep = self._next_sweep
-        packets = nbytes = counted = 0
+        packets = nbytes = captured = counted = 0
         last = self.now
         for ts, linktype, frame, wire in frames:
             packets += 1
             nbytes += wire
+            captured += len(frame)
             if linktype == ethernet and ts < next_sweep and fast(frame, 0, len(frame), wire,
                                                                    ts):
                 counted += 1
@@ -264,6 +255,7 @@ class Pipeline:
         self.now = last
         c.packets += packets
         c.bytes += nbytes
+        c.captured_bytes += captured
         c.ip_packets += counted
 
     def advance(self, now: float) -> None:
@@ -306,7 +298,7 @@ class Pipeline:
         flow key is a slice of the frame; when the flow needs nothing more, the packet is
         counted and the loop moves on without decoding anything. Every other packet takes
         the full path (``_frame``). The per-packet test is ``fast_path``, shared with
-        ``feed_batch``."""
+        ``feed``."""
         c = self.c
         unpack_rec = src.record.unpack_from
         scale, linktype = src.scale, src.linktype
@@ -314,7 +306,8 @@ class Pipeline:
         fast = self._fast
         frame_ = self._frame
         buf, pos, n = b"", 0, 0
-        packets = nbytes = counted = 0
+        packets = nbytes = captured = counted = 0
+        max_record = MAX_RECORD
         ts = 0.0
         next_sweep = self._next_sweep
         try:
@@ -324,7 +317,7 @@ class Pipeline:
                     if more is None:
                         break
                     buf, pos, n = more, 0, len(more)
-                sec, frac, incl, _orig = unpack_rec(buf, pos)
+                sec, frac, incl, wire = unpack_rec(buf, pos)
                 o = pos + 16
                 end = o + incl
                 if end > n:
@@ -338,12 +331,17 @@ class Pipeline:
                     continue
                 pos = end
                 packets += 1
-                nbytes += incl
+                # Volumes are the wire's (the original length), not what the snap length
+                # kept; a corrupt original length falls back to the captured one.
+                if not incl <= wire <= max_record:
+                    wire = incl
+                nbytes += wire
+                captured += incl
                 ts = sec + frac * scale
-                if ethernet and ts < next_sweep and fast(buf, o, incl, incl, ts):
+                if ethernet and ts < next_sweep and fast(buf, o, wire, wire, ts):
                     counted += 1
                     continue
-                frame_(ts, linktype, buf[o:end], incl)
+                frame_(ts, linktype, buf[o:end], wire)
                 next_sweep = self._next_sweep
         finally:
             src.close()
@@ -352,10 +350,11 @@ class Pipeline:
             src.st.packets += packets
             c.packets += packets
             c.bytes += nbytes
+            c.captured_bytes += captured
             c.ip_packets += counted
 
-    def _frame(self, ts: float, linktype: int, frame: bytes, size: int) -> None:
-        """The full path for one frame: decode, find the flow, count (``size`` bytes, its
+    def _frame(self, ts: float, linktype: int, frame: bytes, wire: int) -> None:
+        """The full path for one frame: decode, find the flow, count (``wire`` bytes, its
         length on the wire) or inspect."""
         p = dec.decode_frame(linktype, frame)
         if type(p) is int:
@@ -369,10 +368,10 @@ class Pipeline:
             if (not f.inspecting and f.dns_tools is None and not flags & 0x07
                     and ts < self._next_sweep):
                 f.pkts[d] += 1
-                f.bytes[d] += size
+                f.bytes[d] += wire
                 f.last_ts = ts
                 return
-        self._packet(ts, proto, sip, dip, sport, dport, flags, seq, payload, size, hit)
+        self._packet(ts, proto, sip, dip, sport, dport, flags, seq, payload, wire, hit)
 
     def _count_undecoded(self, code: int) -> None:
         c = self.c
