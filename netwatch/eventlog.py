@@ -24,9 +24,10 @@ def iso_timestamp(ts: float) -> str:
 
 
 class EventLog:
-    """Writes events to a file path, to standard output ("-"), or nowhere (None)."""
+    """Writes events to a file path, to standard output ("-"), or nowhere (None). A replay
+    starts the file anew; the daemon appends (``append``), never losing what was there."""
 
-    def __init__(self, target: str | None):
+    def __init__(self, target: str | None, append: bool = False):
         self.target = target
         self._fh: IO[str] | None = None
         self._buf: list[str] = []
@@ -34,7 +35,7 @@ class EventLog:
         if target == "-":
             self._fh = sys.stdout
         elif target:
-            self._fh = open(target, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            self._fh = open(target, "a" if append else "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def write(self, event: dict[str, Any]) -> None:
         if self._fh is None:
