@@ -29,20 +29,33 @@ def _signatures(path: str) -> SignatureSet:
         raise click.ClickException("signature files are invalid:\n" + str(e)) from None
 
 
-def _household_or_exit(path: str) -> Any:
-    """The household file, or its problems on standard error and the exit: 2 when it cannot
-    be read (bad input), 1 when it has mistakes (a configuration error)."""
-    from .household import HouseholdError, HouseholdUnreadable, load_household
-
+def _loaded_or_exit(load: Any, path: str, unreadable: type[Exception],
+                    mistakes: type[Exception]) -> Any:
+    """``load(path)``, or the file's problems on standard error and the exit: 2 when it
+    cannot be read (bad input), 1 when it has mistakes (a configuration error)."""
     try:
-        return load_household(path)
-    except HouseholdUnreadable as e:
-        click.echo(f"netwatch: {e.problems[0]}", err=True)
+        return load(path)
+    except unreadable as e:
+        click.echo(f"netwatch: {getattr(e, 'problems', [e])[0]}", err=True)
         sys.exit(EXIT_INPUT_ERROR)
-    except HouseholdError as e:
-        for problem in e.problems:
+    except mistakes as e:
+        for problem in getattr(e, "problems", [e]):
             click.echo(problem, err=True)
         sys.exit(1)
+
+
+def _household_or_exit(path: str) -> Any:
+    """The household file (see ``_loaded_or_exit``)."""
+    from .household import HouseholdError, HouseholdUnreadable, load_household
+
+    return _loaded_or_exit(load_household, path, HouseholdUnreadable, HouseholdError)
+
+
+def _settings_or_exit(path: str) -> Any:
+    """The daemon's settings file (see ``_loaded_or_exit``)."""
+    from .config import ConfigError, ConfigUnreadable, load_settings
+
+    return _loaded_or_exit(load_settings, path, ConfigUnreadable, ConfigError)
 
 
 @click.group()
@@ -382,17 +395,9 @@ def check_config(file: str, now_text: str | None, fetch: bool, kind: str) -> Non
 
 def _check_settings(path: str) -> str:
     """Check a daemon settings file and say what it sets; returns its household file."""
-    from .config import ConfigError, describe, load_settings
+    from .config import describe
 
-    if not os.path.isfile(path):
-        click.echo(f"netwatch: {path}: cannot read: no such file", err=True)
-        sys.exit(EXIT_INPUT_ERROR)
-    try:
-        settings = load_settings(path)
-    except ConfigError as e:
-        for problem in e.problems:
-            click.echo(problem, err=True)
-        sys.exit(1)
+    settings = _settings_or_exit(path)
     click.echo(f"{path}: daemon settings OK")
     click.echo(describe(settings), nl=False)
     click.echo(f"\nThe household file, {settings.household}:")
@@ -441,20 +446,12 @@ def run(config_file: str | None, source: str | None, interface: str | None,
     the household and the signatures and reopens the event log. Settings problems exit
     with code 1, a start that fails (no permission, a busy port) with code 2.
     """
-    from .config import ConfigError, Settings, load_settings
+    from .config import Settings
     from .daemon import Daemon, StartError
     from .service import Notify, setup_logging
 
     setup_logging()
-    if config_file is not None:
-        try:
-            settings = load_settings(config_file)
-        except ConfigError as e:
-            for problem in e.problems:
-                click.echo(problem, err=True)
-            sys.exit(1)
-    else:
-        settings = Settings()
+    settings = _settings_or_exit(config_file) if config_file is not None else Settings()
     given = {"source": source, "interface": interface, "household": household_file,
              "state_dir": state_dir, "eve_log": eve_log, "metrics_listen": metrics_listen,
              "control_listen": control_listen, "control_url": control_url, "user": user,

@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from .household import read_text, yaml_problem
+
 SOURCES = ("af_packet", "nflog", "dnslog", "pcap")
 DEFAULT_CONFIG = "/etc/netwatch/netwatch.yaml"
 DEFAULT_HOUSEHOLD = "/etc/netwatch/household.yaml"
@@ -35,6 +37,10 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]):
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+class ConfigUnreadable(ConfigError):
+    """The file could not be read at all."""
 
 
 @dataclass
@@ -134,20 +140,11 @@ def looks_like_settings(path: str) -> bool:
 
 def load_settings(path: str) -> Settings:
     """Read a settings file; ``ConfigError`` lists every problem, each with its line."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as e:
-        raise ConfigError([f"{path}: cannot read: {e.strerror or e}"]) from None
-    except UnicodeDecodeError as e:
-        raise ConfigError([f"{path}: cannot read: not UTF-8 text (byte {e.start})"]) from None
+    text = read_text(path, ConfigUnreadable)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        what = " ".join(x for x in (e.context, e.problem) if x)
-        raise ConfigError([f"{path}:{line}: yaml: {what}"]) from None
+    except yaml.YAMLError as e:
+        raise ConfigError([yaml_problem(path, e)]) from None
     settings = Settings()
     if root is None:
         return settings
