@@ -7,6 +7,7 @@ child process inside the namespace (``ip netns exec``) and prints what it read a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,8 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import RECORDED
 
+from conftest import RECORDED
 from netwatch.sources.afpacket import afpacket_available
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -164,6 +165,22 @@ devices:
 """
 
 
+@contextlib.contextmanager
+def _netwatch_run(ns: str, args: list[str], err: Path) -> Iterator[subprocess.Popen[str]]:
+    """``netwatch run ARGS`` in the namespace (bounded by timeout), standard error to
+    ``err``; killed at the end if still running."""
+    with open(err, "w", encoding="utf-8") as err_fh:
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, "timeout", "60", sys.executable,
+                                 "-m", "netwatch", "run", *args],
+                                stderr=err_fh, stdout=subprocess.DEVNULL, text=True, cwd=ROOT)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 def _wait_for(path: Path, text: str, proc: subprocess.Popen[str], within: float) -> str:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
@@ -189,27 +206,19 @@ def test_netwatch_run_on_af_packet_detects_reloads_and_stops_cleanly(veth: str,
     household = tmp_path / "household.yaml"
     household.write_text(HOUSEHOLD, encoding="utf-8")
     eve, err = tmp_path / "eve.json", tmp_path / "stderr.txt"
-    with open(err, "w", encoding="utf-8") as err_fh:
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", veth, "timeout", "60", sys.executable, "-m", "netwatch",
-             "run", "--source", "af_packet", "--interface", "nwd1", "--household",
-             str(household), "--state-dir", str(tmp_path / "state"), "--eve-log", str(eve),
-             "--metrics-listen", "off", "--control-listen", "127.0.0.1:0"],
-            stderr=err_fh, stdout=subprocess.DEVNULL, text=True, cwd=ROOT)
-        try:
-            _wait_for(err, "ready: capturing on nwd1 (af_packet, kernel ring)", proc, 20)
-            subprocess.run(["ip", "netns", "exec", veth, "timeout", "20", "tcpreplay", "-q",
-                            "-i", "nwd0", "--topspeed", str(pcap)], check=True,
-                           capture_output=True)
-            _wait_for(eve, '"event_type":"remote_access"', proc, 10)
-            proc.send_signal(signal.SIGHUP)
-            _wait_for(err, "reloaded: signatures, household", proc, 10)
-            proc.send_signal(signal.SIGTERM)
-            rc = proc.wait(timeout=10)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    with _netwatch_run(veth, ["--source", "af_packet", "--interface", "nwd1", "--household",
+                              str(household), "--state-dir", str(tmp_path / "state"),
+                              "--eve-log", str(eve), "--metrics-listen", "off",
+                              "--control-listen", "127.0.0.1:0"], err) as proc:
+        _wait_for(err, "ready: capturing on nwd1 (af_packet, kernel ring)", proc, 20)
+        subprocess.run(["ip", "netns", "exec", veth, "timeout", "20", "tcpreplay", "-q",
+                        "-i", "nwd0", "--topspeed", str(pcap)], check=True,
+                       capture_output=True)
+        _wait_for(eve, '"event_type":"remote_access"', proc, 10)
+        proc.send_signal(signal.SIGHUP)
+        _wait_for(err, "reloaded: signatures, household", proc, 10)
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=10)
     assert rc == 0, err.read_text()
     events = [json.loads(x) for x in eve.read_text(encoding="utf-8").splitlines()]
     ra = [e for e in events if e["event_type"] == "remote_access"]
@@ -251,25 +260,17 @@ def test_netwatch_run_as_root_drops_to_a_user_with_cap_net_raw_only(veth: str) -
         household = work / "household.yaml"
         household.write_text(HOUSEHOLD, encoding="utf-8")
         err = work / "stderr.txt"
-        with open(err, "w", encoding="utf-8") as err_fh:
-            proc = subprocess.Popen(
-                ["ip", "netns", "exec", veth, "timeout", "60", sys.executable, "-m",
-                 "netwatch", "run", "--interface", "nwd1", "--household", str(household),
-                 "--state-dir", str(work / "state"), "--eve-log", str(work / "eve.json"),
-                 "--metrics-listen", "off", "--control-listen", "off", "--user", "nobody"],
-                stderr=err_fh, stdout=subprocess.DEVNULL, text=True, cwd=ROOT)
-            try:
-                _wait_for(err, "ready: capturing on nwd1", proc, 20)
-                pid = _child_pid(proc.pid)
-                status = Path(f"/proc/{pid}/status").read_text()
-                uid_line = next(x for x in status.splitlines() if x.startswith("Uid:"))
-                effective, permitted = capabilities(pid)
-                proc.send_signal(signal.SIGTERM)
-                rc = proc.wait(timeout=10)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
+        with _netwatch_run(veth, ["--interface", "nwd1", "--household", str(household),
+                                  "--state-dir", str(work / "state"), "--eve-log",
+                                  str(work / "eve.json"), "--metrics-listen", "off",
+                                  "--control-listen", "off", "--user", "nobody"], err) as proc:
+            _wait_for(err, "ready: capturing on nwd1", proc, 20)
+            pid = _child_pid(proc.pid)
+            status = Path(f"/proc/{pid}/status").read_text()
+            uid_line = next(x for x in status.splitlines() if x.startswith("Uid:"))
+            effective, permitted = capabilities(pid)
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(timeout=10)
         assert "running as nobody with CAP_NET_RAW only" in err.read_text()
         assert uid_line.split()[1:] == [str(nobody.pw_uid)] * 4
         assert (effective, permitted) == (1 << CAP_NET_RAW, 1 << CAP_NET_RAW)
