@@ -745,7 +745,7 @@ class Pipeline:
         fnd = self.findings.get(f.id)
         if fnd is not None:
             fnd.bytes_toserver, fnd.bytes_toclient = f.bytes[0], f.bytes[1]
-        self.sessions.on_flow_end(f, max(self.now, f.last_ts))
+        self.sessions.on_flow_end(f, f.last_ts)
 
     def end_flows(self) -> None:
         """Finish every flow, in the order they began."""
