@@ -81,6 +81,16 @@ def test_settings_file_is_read_with_paths_from_its_folder(tmp_path: Path) -> Non
     assert s.control_listen == "127.0.0.1:8787"  # left to its default
 
 
+def test_example_settings_file_reads_as_documented() -> None:
+    from conftest import ROOT
+
+    s = load_settings(str(ROOT / "deploy" / "netwatch.example.yaml"))
+    assert (s.source, s.interface, s.household, s.state_dir) == (
+        "af_packet", "eth0", "/etc/netwatch/household.yaml", "/var/lib/netwatch")
+    assert (s.metrics_listen, s.control_listen, s.user) == (
+        "127.0.0.1:9731", "127.0.0.1:8787", None)
+
+
 def test_settings_problems_name_file_and_line(tmp_path: Path) -> None:
     cfg = tmp_path / "netwatch.yaml"
     cfg.write_text("source: af_packet\ninterfce: eth0\nsource: nflog\n"
