@@ -197,6 +197,8 @@ class Daemon:
         self._next_save = 0.0
         self._next_status = 0.0
         self._next_watchdog = 0.0
+        self._source_failing = False
+        self.started = False
         self.alerts = 0
 
     # -------------------------------------------------------------- start
@@ -242,6 +244,7 @@ class Daemon:
             self._threads.append(t)
         if self.metrics is not None:
             self.metrics.start()
+        self.started = True
 
     def _signatures(self) -> Any:
         from .recognisers import load_all
@@ -333,7 +336,20 @@ class Daemon:
         a pending reload, the log, the periodic chores. Returns the items fed."""
         pipe, src = self.pipe, self.source
         assert pipe is not None and src is not None and self.log is not None
-        items = src.poll(timeout_s)
+        try:
+            items = src.poll(timeout_s)
+        except OSError as e:
+            # The interface went down or away: say so once, keep the clock and the rest
+            # going, and read again when it is back.
+            if not self._source_failing:
+                log.error("source %s on %s: %s", src.name, src.iface, e.strerror or e)
+            self._source_failing = True
+            self._stop.wait(timeout_s)
+            items = []
+        else:
+            if self._source_failing:
+                log.info("source %s on %s: reading again", src.name, src.iface)
+            self._source_failing = False
         if items:
             if getattr(src, "kind", "frames") == "lookups":
                 pipe.feed_lookups(items)  # type: ignore[attr-defined]
@@ -416,11 +432,12 @@ class Daemon:
         if self.delivery is not None:
             self.delivery.stop()
         if self.control is not None:
-            self.control.shutdown()
+            if self._threads:  # serving (shutdown() would wait forever otherwise)
+                self.control.shutdown()
             self.control.server_close()
         if self.metrics is not None:
             self.metrics.stop()
-        if pipe is not None and self.log is not None:
+        if pipe is not None and self.log is not None and self.started:
             pipe.advance(self.clock())
             stats = pipe.stats_event()
             if self.source is not None:
@@ -428,8 +445,9 @@ class Daemon:
                                             "iface": self.source.iface,
                                             **self.source.stats()}
             self.log.write(stats)
+            self._save_history()
+        if self.log is not None:
             self.log.close()
-        self._save_history()
         if self.source is not None:
             self.source.close()
         log.info("stopped")

@@ -341,3 +341,44 @@ def test_journal_lines_carry_priority_and_stay_one_line() -> None:
                             None)
     assert OneLine(journal=True).format(rec) == "<4>two | lines"
     assert OneLine(journal=False).format(rec).endswith("netwatch WARNING: two | lines")
+
+
+def test_a_failed_start_closes_what_it_opened_and_writes_no_stats(tmp_path: Path) -> None:
+    import socket
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    s = Settings(source="pcap", household=str(_household(tmp_path)),
+                 state_dir=str(tmp_path / "state"), eve_log=str(tmp_path / "eve.json"),
+                 metrics_listen="off", control_listen=f"127.0.0.1:{port}")
+    src = FakeSource([])
+    d = Daemon(s, source=src)
+    from netwatch.daemon import StartError
+
+    with pytest.raises(StartError, match=f"cannot listen on 127.0.0.1:{port}"):
+        d.start()
+    d.shutdown()
+    busy.close()
+    assert src.closed
+    assert (tmp_path / "eve.json").read_text() == ""
+
+
+def test_a_source_error_is_said_once_and_the_loop_goes_on(tmp_path: Path,
+                                                          caplog: Any) -> None:
+    class Failing(FakeSource):
+        def poll(self, timeout_s: float) -> list[Any]:
+            raise OSError(100, "Network is down")
+
+    clock = [T0.timestamp()]
+    s = Settings(source="pcap", household=str(_household(tmp_path)),
+                 state_dir=str(tmp_path / "state"), eve_log=None, metrics_listen="off",
+                 control_listen="off")
+    d = Daemon(s, clock=lambda: clock[0], source=Failing([]))
+    d.start()
+    for _ in range(3):
+        assert d.step() == 0
+        clock[0] += 1
+    d.shutdown()
+    assert caplog.text.count("Network is down") == 1
