@@ -92,6 +92,14 @@ def open_source(s: Settings, pipe: Pipeline) -> LiveSource:
     raise StartError(f"unknown source {s.source!r}")
 
 
+def open_event_log(s: Settings) -> EventLog:
+    """The daemon's event log: appended to, never started anew (a restart or a logrotate
+    loses nothing), flushed after each alert and each turn of the loop. The settings' ``host``
+    and ``eve_max_mib`` are for the event log's live mode (EVE's ``host`` field, a size cap
+    of its own) and are handed to it here once it has one."""
+    return EventLog(s.eve_log, append=True)
+
+
 # ------------------------------------------------------------------ metrics (seam)
 
 
@@ -216,7 +224,7 @@ class Daemon:
             log.warning("household: %s", w)
         try:
             os.makedirs(s.state_dir, mode=0o700, exist_ok=True)
-            self.log = EventLog(s.eve_log, append=True)
+            self.log = open_event_log(s)
         except OSError as e:
             raise StartError(f"cannot write {e.filename}: {e.strerror}") from None
         pipe = self.pipe = Pipeline(sigs, self.log, household=self.household)
@@ -420,7 +428,7 @@ class Daemon:
                 self.notifier.h = household
         if self.s.eve_log and self.log is not None:
             self.log.close()
-            self.log = self.pipe.log = EventLog(self.s.eve_log, append=True)
+            self.log = self.pipe.log = open_event_log(self.s)
         log.info("reloaded: %s%s", "signatures, " if sigs is not None else "",
                  "household" if household is not None else "household unchanged")
 

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -166,13 +167,15 @@ devices:
 
 
 @contextlib.contextmanager
-def _netwatch_run(ns: str, args: list[str], err: Path) -> Iterator[subprocess.Popen[str]]:
+def _netwatch_run(ns: str, args: list[str], err: Path, env: dict[str, str] | None = None
+                  ) -> Iterator[subprocess.Popen[str]]:
     """``netwatch run ARGS`` in the namespace (bounded by timeout), standard error to
     ``err``; killed at the end if still running."""
     with open(err, "w", encoding="utf-8") as err_fh:
         proc = subprocess.Popen(["ip", "netns", "exec", ns, "timeout", "60", sys.executable,
                                  "-m", "netwatch", "run", *args],
-                                stderr=err_fh, stdout=subprocess.DEVNULL, text=True, cwd=ROOT)
+                                stderr=err_fh, stdout=subprocess.DEVNULL, text=True, cwd=ROOT,
+                                env={**os.environ, **(env or {})})
         try:
             yield proc
         finally:
@@ -206,10 +209,17 @@ def test_netwatch_run_on_af_packet_detects_reloads_and_stops_cleanly(veth: str,
     household = tmp_path / "household.yaml"
     household.write_text(HOUSEHOLD, encoding="utf-8")
     eve, err = tmp_path / "eve.json", tmp_path / "stderr.txt"
+    # As systemd would start it: a notify socket (a path: namespaces do not separate those)
+    # with a 0.4 s watchdog, and standard error going to the journal.
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(0.5)
+    env = {"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "400000",
+           "JOURNAL_STREAM": "8:12345"}
     with _netwatch_run(veth, ["--source", "af_packet", "--interface", "nwd1", "--household",
                               str(household), "--state-dir", str(tmp_path / "state"),
                               "--eve-log", str(eve), "--metrics-listen", "off",
-                              "--control-listen", "127.0.0.1:0"], err) as proc:
+                              "--control-listen", "127.0.0.1:0"], err, env) as proc:
         _wait_for(err, "ready: capturing on nwd1 (af_packet, kernel ring)", proc, 20)
         subprocess.run(["ip", "netns", "exec", veth, "timeout", "20", "tcpreplay", "-q",
                         "-i", "nwd0", "--topspeed", str(pcap)], check=True,
@@ -220,6 +230,16 @@ def test_netwatch_run_on_af_packet_detects_reloads_and_stops_cleanly(veth: str,
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=10)
     assert rc == 0, err.read_text()
+    said = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            said.append(notify.recv(4096).decode())
+    notify.close()
+    assert said[0].startswith("READY=1\nSTATUS=0 packets")
+    assert "WATCHDOG=1" in said and said[-1] == "STOPPING=1"
+    lines = err.read_text(encoding="utf-8").splitlines()
+    assert "<6>ready: capturing on nwd1 (af_packet, kernel ring)" in "\n".join(lines)
+    assert all(line.startswith(("<6>", "<4>", "<3>")) for line in lines)
     events = [json.loads(x) for x in eve.read_text(encoding="utf-8").splitlines()]
     ra = [e for e in events if e["event_type"] == "remote_access"]
     assert ra and ra[-1]["remote_access"]["tool"] == "vnc"
