@@ -60,6 +60,7 @@ class Settings:
     user: str | None = None  # run as this user after opening the capture (when root)
     signatures: str | None = None  # a folder of signature files; default: the bundled ones
     promiscuous: bool = True  # af_packet: take frames for other machines (mirror port)
+    ring_mib: int = 16  # af_packet: the kernel ring's size
     nflog_group: int = 74  # nflog: the log group
     dnslog: str | None = None  # dnslog: the resolver's query log
     resolver: str = "127.0.0.1"  # dnslog: the resolver's own address
@@ -119,6 +120,7 @@ _READERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "eve_max_mib": (_number(float), "a size in MiB, like 16 (0: no cap)"),
     "promiscuous": (_bool, "true or false"),
     "nflog_group": (_number(int), "a group number, like 74"),
+    "ring_mib": (lambda t: _number(int)(t) or None, "a whole number of MiB, like 16"),
     "pcap_speed": (_number(float), "a speed factor, like 1 (0: as fast as possible)"),
 }
 NAMES = tuple(f.name for f in fields(Settings))
@@ -199,7 +201,8 @@ def _line_of(root: yaml.MappingNode, key: str) -> int:
 
 def describe(s: Settings) -> str:
     """What was understood, for ``check-config``."""
-    lines = [f"source: {s.source}" + (f" on {s.interface}" if s.interface else "")]
+    lines = [f"source: {s.source}" + (f" on {s.interface}" if s.interface else "")
+             + (f" ({s.ring_mib} MiB ring)" if s.source == "af_packet" else "")]
     if s.source == "pcap":
         lines.append(f"capture: {s.pcap} at {s.pcap_speed:g}x")
     if s.source == "dnslog":

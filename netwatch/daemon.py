@@ -63,11 +63,12 @@ class StartError(Exception):
 def open_source(s: Settings, pipe: Pipeline) -> LiveSource:
     """The live source the settings name, opened and ready to poll."""
     if s.source == "af_packet":
-        from .sources.afpacket import AfPacketSource, SourceError
+        from .sources.afpacket import BLOCK_SIZE, AfPacketSource, SourceError
 
         assert s.interface is not None
         try:
-            return AfPacketSource(s.interface, promiscuous=s.promiscuous)
+            return AfPacketSource(s.interface, promiscuous=s.promiscuous,
+                                  block_nr=max(1, s.ring_mib * (1 << 20) // BLOCK_SIZE))
         except SourceError as e:
             raise StartError(str(e)) from None
     # The other sources are built by their own modules (netwatch.sources.nflog, .dnslog,
