@@ -194,6 +194,31 @@ def test_wall_clock_opens_help_window_and_ends_session_without_packets(tmp_path:
     assert len(ended) == 1
 
 
+def test_reminder_goes_out_on_the_clock_while_counters_grow_without_packets(
+        tmp_path: Path) -> None:
+    """As on a router, where conntrack's counters (not packets) say a session goes on: the
+    flow's volume grows, no packet comes, and the 10-minute reminder still goes out."""
+    h = load_household(str(_household(tmp_path)))
+    pipe = Pipeline(signatures(), EventLog(None), household=h)
+    start = T0 + timedelta(days=1)  # a Tuesday: outside every help window
+    frames = [(ts + 86400, lt, fr, w) for ts, lt, fr, w in _vnc_frames()]
+    pipe.feed(frames)
+    assert [a["alert"]["severity"] for a in pipe.alerts] == ["warning", "critical"]
+    (flow,) = [f for f in pipe.live.values() if f.verdict is not None]
+    t = frames[-1][0]
+    while t < (start + timedelta(minutes=12)).timestamp():
+        t += 5.0
+        flow.bytes[0] += 5 * 3000  # the screen, 3 kB/s
+        flow.bytes[1] += 5 * 200   # keyboard and mouse
+        flow.last_ts = t
+        pipe.advance(t)
+    reminders = [a for a in pipe.alerts if a["alert"]["title_code"]["code"] == "still_active"]
+    assert len(reminders) == 1
+    first = datetime.fromisoformat(pipe.alerts[1]["timestamp"])
+    assert datetime.fromisoformat(reminders[0]["timestamp"]) - first >= timedelta(minutes=10)
+    assert reminders[0]["alert"]["severity"] == "critical"
+
+
 def test_advance_never_moves_time_back(tmp_path: Path) -> None:
     pipe = Pipeline(signatures(), EventLog(None))
     pipe.advance(1000.0)
@@ -382,3 +407,13 @@ def test_a_source_error_is_said_once_and_the_loop_goes_on(tmp_path: Path,
         clock[0] += 1
     d.shutdown()
     assert caplog.text.count("Network is down") == 1
+
+
+def test_run_flags_win_over_the_settings_file(tmp_path: Path) -> None:
+    _household(tmp_path)
+    cfg = tmp_path / "netwatch.yaml"
+    cfg.write_text("interface: nwd-from-file\nhousehold: household.yaml\nstate_dir: state\n"
+                   "metrics_listen: 'off'\ncontrol_listen: 'off'\n", encoding="utf-8")
+    r = CliRunner().invoke(main, ["run", "--config", str(cfg), "--interface", "nwd-flag"])
+    assert r.exit_code == 2
+    assert "no network interface named 'nwd-flag'" in r.output
