@@ -450,9 +450,11 @@ class Daemon:
             pipe.advance(self.clock())
             stats = pipe.stats_event()
             if self.source is not None:
-                stats["stats"]["source"] = {"name": self.source.name,
-                                            "iface": self.source.iface,
-                                            **self.source.stats()}
+                # The source's counters beside the pipeline's (the schema's stats are whole
+                # numbers): source_packets, source_dropped (kernel drops) …
+                for key, value in self.source.stats().items():
+                    if type(value) is int:
+                        stats["stats"][f"source_{key}"] = value
             self.log.write(stats)
             self._save_history()
         if self.log is not None:

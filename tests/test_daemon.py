@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from scenarios import Piece
+from test_eventlog_schema import _check as check_schema
 
 from conftest import RECORDED, signatures
 from netwatch.cli import main
@@ -291,7 +292,8 @@ def test_daemon_hands_alert_to_delivery_at_once_and_writes_final_stats(tmp_path:
     d.shutdown()
     events = [json.loads(x) for x in (tmp_path / "eve.json").read_text().splitlines()]
     assert events[-1]["event_type"] == "stats"
-    assert events[-1]["stats"]["source"]["name"] == "fake"
+    assert events[-1]["stats"]["source_dropped"] == 0
+    check_schema(events)  # the live log holds to the same schema as replay's
     assert any(e["event_type"] == "session" and e["session"]["state"] == "ended"
                for e in events)
     assert d.source is not None and d.source.closed  # type: ignore[attr-defined]
