@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import OFF, Settings, parse_listen
-from .eventlog import EventLog
-from .pipeline import Pipeline
+from .eventlog import EventLog, default_host
+from .pipeline import Pipeline, StageTimes
 from .sources import LiveSource
 
 log = logging.getLogger("netwatch")
@@ -94,26 +94,26 @@ def open_source(s: Settings, pipe: Pipeline) -> LiveSource:
 
 
 def open_event_log(s: Settings) -> EventLog:
-    """The daemon's event log: appended to, never started anew (a restart or a logrotate
-    loses nothing), flushed after each alert and each turn of the loop. The settings' ``host``
-    and ``eve_max_mib`` are for the event log's live mode (EVE's ``host`` field, a size cap
-    of its own) and are handed to it here once it has one."""
-    return EventLog(s.eve_log, append=True)
+    """The daemon's event log in its live mode: appended to, never started anew (a restart
+    loses nothing), each alert written at once, the rest flushed after each turn of the
+    loop, reopened on SIGHUP, moved to PATH.1 past ``eve_max_mib``; every event names the
+    box (EVE's ``host``)."""
+    return EventLog(s.eve_log, live=True, host=s.host or default_host(),
+                    max_mib=s.eve_max_mib)
 
 
-# ------------------------------------------------------------------ metrics (seam)
+# ------------------------------------------------------------------ metrics
 
 
 def build_metrics(pipe: Pipeline, s: Settings, source: LiveSource) -> Any:
     """The ``/metrics`` and ``/healthz`` server (netwatch.metrics), bound but not started;
-    None when the settings turn it off or this build has no metrics module."""
+    None when the settings turn it off. A capture played back (the pcap source) is not
+    live: its silences are not a broken capture."""
     if s.metrics_listen == OFF:
         return None
-    try:
-        metrics = importlib.import_module(".metrics", __package__)
-    except ModuleNotFoundError as e:
-        log.warning("metrics: not served: %s", e)
-        return None
+    from . import metrics
+
+    pipe.stage_times = StageTimes()
     where = parse_listen(s.metrics_listen)
     assert where is not None
     registry, _collector = metrics.make_registry(pipe, state_dir=s.state_dir)
@@ -236,9 +236,10 @@ class Daemon:
         pipe.on_alert.append(self._on_alert)
         if self.source is None:
             self.source = open_source(s, pipe)  # needs CAP_NET_RAW / CAP_NET_ADMIN
-        for attr, value in (("source", self.source), ("source_name", self.source.name),
-                            ("in_iface", self.source.iface)):
-            setattr(pipe, attr, value)  # what netwatch.metrics and the event log read
+        # What the metrics and the event log say of the source: its counters, its name,
+        # the interface (EVE's in_iface).
+        pipe.source, pipe.source_name, pipe.in_iface = (self.source, self.source.name,
+                                                         self.source.iface)
         self.control = self._control_server()
         self.metrics = build_metrics(pipe, s, self.source)
         if s.user and os.geteuid() == 0:
@@ -360,10 +361,13 @@ class Daemon:
                 log.info("source %s on %s: reading again", src.name, src.iface)
             self._source_failing = False
         if items:
+            t0 = time.perf_counter()
             if getattr(src, "kind", "frames") == "lookups":
                 pipe.feed_lookups(items)  # type: ignore[attr-defined]
             else:
                 pipe.feed(items)
+            if pipe.stage_times is not None:
+                pipe.stage_times.add("batch", time.perf_counter() - t0)
         now = self.clock()
         pipe.advance(now)
         if self._reload:
@@ -393,9 +397,8 @@ class Daemon:
         delivery thread woken."""
         self.alerts += 1
         body = alert["alert"]
-        log.info("alert %s: %s: %s", body["id"], body["severity"], body["title"])
-        assert self.log is not None
-        self.log.flush()
+        log.info("alert %s: %s: %s", body["id"], body.get("level", body["severity"]),
+                 body["title"])
         if self.notifier is not None:
             try:
                 self.notifier.handle(alert)
@@ -427,9 +430,8 @@ class Daemon:
             self.household = household
             if self.notifier is not None:
                 self.notifier.h = household
-        if self.s.eve_log and self.log is not None:
-            self.log.close()
-            self.log = self.pipe.log = open_event_log(self.s)
+        if self.log is not None:
+            self.log.reopen()  # after logrotate moved it away
         log.info("reloaded: %s%s", "signatures, " if sigs is not None else "",
                  "household" if household is not None else "household unchanged")
 

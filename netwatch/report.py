@@ -63,7 +63,7 @@ def _alert_lines(result: Result) -> list[str]:
         when = (at.astimezone(result.tz).strftime("%a %Y-%m-%d %H:%M:%S %Z") if result.tz
                 else at.strftime("%Y-%m-%d %H:%M:%S UTC"))
         muted = "" if a.get("notify", True) else "  (observe mode: not sent)"
-        lines.append(f"  {SEVERITY_MARK[a['severity']]}{a['severity'].upper():<8} {when}  "
+        lines.append(f"  {SEVERITY_MARK[a['level']]}{a['level'].upper():<8} {when}  "
                      f"{a['title']}{muted}")
         lines.extend(f"      - {r}" for r in a["reasons"])
     lines.append("")
@@ -116,7 +116,7 @@ def summary_json(result: Result, captures: tuple[str, ...]) -> dict[str, Any]:
         "captures": list(captures),
         "counters": {k: getattr(c, k) for k in c.__dataclass_fields__},
         "findings": [
-            {"flow_id": f.flow_id, "first_seen": _when(f.first_seen), "proto": f.proto,
+            {"flow_id": f.eve_flow_id, "first_seen": _when(f.first_seen), "proto": f.proto,
              "client": f"{f.client}:{f.client_port}", "server": f"{f.server}:{f.server_port}",
              "name": f.name, "tool": f.detection.tool, "role": f.detection.role,
              "confidence": f.detection.confidence,

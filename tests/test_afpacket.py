@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -54,8 +55,9 @@ def _ip(*args: str) -> None:
 
 @pytest.fixture
 def veth() -> Iterator[str]:
-    """A namespace with a veth pair nwd0 <-> nwd1, IPv6 off (no neighbour discovery noise);
-    nwd0 has 10.73.0.254/24. Yields the namespace's name."""
+    """A namespace with a veth pair nwd0 <-> nwd1 (no addresses: frames are sent raw), IPv6
+    off (no neighbour discovery noise) and loopback up (the metrics endpoint). Yields the
+    namespace's name."""
     ns = f"nwd-af{os.getpid()}"
     _ip("netns", "add", ns)
     try:
@@ -65,6 +67,7 @@ def veth() -> Iterator[str]:
         _ip("-n", ns, "link", "add", "nwd0", "type", "veth", "peer", "name", "nwd1")
         _ip("-n", ns, "link", "set", "nwd0", "up")
         _ip("-n", ns, "link", "set", "nwd1", "up")
+        _ip("-n", ns, "link", "set", "lo", "up")
         yield ns
     finally:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
@@ -218,13 +221,19 @@ def test_netwatch_run_on_af_packet_detects_reloads_and_stops_cleanly(veth: str,
            "JOURNAL_STREAM": "8:12345"}
     with _netwatch_run(veth, ["--source", "af_packet", "--interface", "nwd1", "--household",
                               str(household), "--state-dir", str(tmp_path / "state"),
-                              "--eve-log", str(eve), "--metrics-listen", "off",
+                              "--eve-log", str(eve), "--metrics-listen", "127.0.0.1:0",
                               "--control-listen", "127.0.0.1:0"], err, env) as proc:
-        _wait_for(err, "ready: capturing on nwd1 (af_packet, kernel ring)", proc, 20)
+        ready = _wait_for(err, "ready: capturing on nwd1 (af_packet, kernel ring)", proc, 20)
         subprocess.run(["ip", "netns", "exec", veth, "timeout", "20", "tcpreplay", "-q",
                         "-i", "nwd0", "--topspeed", str(pcap)], check=True,
                        capture_output=True)
         _wait_for(eve, '"event_type":"remote_access"', proc, 10)
+        url = re.search(r"metrics (http://127\.0\.0\.1:\d+/metrics)", ready)
+        assert url, ready
+        scraped = subprocess.run(
+            ["ip", "netns", "exec", veth, "timeout", "10", sys.executable, "-c",
+             f"import urllib.request; print(urllib.request.urlopen({url.group(1)!r}).read()"
+             ".decode())"], check=True, capture_output=True, text=True).stdout
         proc.send_signal(signal.SIGHUP)
         _wait_for(err, "reloaded: signatures, household", proc, 10)
         proc.send_signal(signal.SIGTERM)
@@ -240,8 +249,13 @@ def test_netwatch_run_on_af_packet_detects_reloads_and_stops_cleanly(veth: str,
     lines = err.read_text(encoding="utf-8").splitlines()
     assert "<6>ready: capturing on nwd1 (af_packet, kernel ring)" in "\n".join(lines)
     assert all(line.startswith(("<6>", "<4>", "<3>")) for line in lines)
+    packets = re.search(r'^netwatch_packets_total\{source="af_packet"\} (\S+)$', scraped, re.M)
+    assert packets and float(packets.group(1)) >= 118, scraped
+    assert re.search(r'^netwatch_detections_total\{(?=.*tool="vnc")(?=.*role="session").*\} '
+                     r'[1-9]', scraped, re.M), scraped
     events = [json.loads(x) for x in eve.read_text(encoding="utf-8").splitlines()]
     ra = [e for e in events if e["event_type"] == "remote_access"]
+    assert all(e.get("in_iface") == "nwd1" for e in ra)
     assert ra and ra[-1]["remote_access"]["tool"] == "vnc"
     assert (ra[-1]["src_ip"], ra[-1]["dest_ip"]) == ("10.73.0.1", "10.73.0.2")
     assert any(e["event_type"] == "alert" for e in events)

@@ -170,7 +170,7 @@ def test_wall_clock_opens_help_window_and_ends_session_without_packets(tmp_path:
     pipe.feed(frames)
     last_packet = frames[-1][0]
     assert last_packet < (T0 + timedelta(seconds=10)).timestamp()  # all before 10:00
-    assert [a["alert"]["severity"] for a in pipe.alerts] == ["warning", "critical"]
+    assert [a["alert"]["level"] for a in pipe.alerts] == ["warning", "critical"]
     # No more packets: only the clock moves, in the daemon's steps.
     def run_clock(t: float, until: datetime) -> float:
         while t < until.timestamp():
@@ -186,7 +186,7 @@ def test_wall_clock_opens_help_window_and_ends_session_without_packets(tmp_path:
     pipe.log.close()
     events = [json.loads(x) for x in log.read_text().splitlines()]
     alerts = [e for e in events if e["event_type"] == "alert"]
-    assert [a["alert"]["severity"] for a in alerts] == ["warning", "critical", "info"]
+    assert [a["alert"]["level"] for a in alerts] == ["warning", "critical", "info"]
     opened = datetime.fromisoformat(alerts[2]["timestamp"])
     assert T0 + timedelta(seconds=10) <= opened <= T0 + timedelta(seconds=16)
     assert alerts[2]["alert"]["reason_codes"][0]["code"] == "inside"
@@ -204,7 +204,7 @@ def test_reminder_goes_out_on_the_clock_while_counters_grow_without_packets(
     start = T0 + timedelta(days=1)  # a Tuesday: outside every help window
     frames = [(ts + 86400, lt, fr, w) for ts, lt, fr, w in _vnc_frames()]
     pipe.feed(frames)
-    assert [a["alert"]["severity"] for a in pipe.alerts] == ["warning", "critical"]
+    assert [a["alert"]["level"] for a in pipe.alerts] == ["warning", "critical"]
     (flow,) = [f for f in pipe.live.values() if f.verdict is not None]
     t = frames[-1][0]
     while t < (start + timedelta(minutes=12)).timestamp():
@@ -217,7 +217,7 @@ def test_reminder_goes_out_on_the_clock_while_counters_grow_without_packets(
     assert len(reminders) == 1
     first = datetime.fromisoformat(pipe.alerts[1]["timestamp"])
     assert datetime.fromisoformat(reminders[0]["timestamp"]) - first >= timedelta(minutes=10)
-    assert reminders[0]["alert"]["severity"] == "critical"
+    assert reminders[0]["alert"]["level"] == "critical"
 
 
 def test_advance_never_moves_time_back(tmp_path: Path) -> None:
