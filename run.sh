@@ -44,9 +44,10 @@ case "${1:-}" in
   test)
     # tshark is the oracle the decoding tests compare against; ndpiReader is the peer the
     # speed guard measures netwatch against; promtool (in prometheus) checks /metrics;
-    # tcpreplay (with tcprewrite) and iproute2 put traffic on the veth pairs of the
-    # af_packet and netwatch run tests.
-    apt_install tshark libndpi-bin prometheus tcpreplay iproute2
+    # dnsmasq-base and iproute2: the dnslog test runs a real dnsmasq in namespaces;
+    # tcpreplay (with tcprewrite) puts traffic on the veth pairs of the af_packet and
+    # netwatch run tests.
+    apt_install tshark libndpi-bin prometheus dnsmasq-base iproute2 tcpreplay
     venv "[test]"
     .venv/bin/ruff check netwatch tests --exclude tests/pcaps
     .venv/bin/mypy netwatch

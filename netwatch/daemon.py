@@ -71,25 +71,36 @@ def open_source(s: Settings, pipe: Pipeline) -> LiveSource:
                                   block_nr=max(1, s.ring_mib * (1 << 20) // BLOCK_SIZE))
         except SourceError as e:
             raise StartError(str(e)) from None
-    # The other sources are built by their own modules (netwatch.sources.nflog, .dnslog,
-    # .pcap) with the shape netwatch.sources describes.
     try:
         if s.source == "pcap":
-            mod = importlib.import_module(".sources.pcap", __package__)
-            return mod.PcapSource(s.pcap, speed=s.pcap_speed)
+            from .sources.capture import CaptureError
+            from .sources.pcap import PcapSource
+
+            assert s.pcap is not None
+            try:
+                return PcapSource(s.pcap, speed=s.pcap_speed)
+            except CaptureError as e:
+                raise StartError(f"{s.pcap}: {e}") from None
         if s.source == "dnslog":
-            mod = importlib.import_module(".sources.dnslog", __package__)
-            tz = getattr(pipe.household, "tz", None)
-            return mod.DnsLogSource(s.dnslog, resolver=s.resolver, tz=tz)
+            from .sources.dnslog import DnsLogSource
+
+            assert s.dnslog is not None
+            return DnsLogSource(s.dnslog, resolver=s.resolver,
+                                tz=getattr(pipe.household, "tz", None))
         if s.source == "nflog":
+            # Built by its own module (netwatch.sources.nflog) with the shape
+            # netwatch.sources describes; it needs the pipeline's flows for conntrack.
             mod = importlib.import_module(".sources.nflog", __package__)
-            src = mod.NflogSource(group=s.nflog_group,
-                                  on_counters=getattr(pipe, "flow_counters", None))
-            return src.start()
+            try:
+                src = mod.NflogSource(group=s.nflog_group,
+                                      on_counters=getattr(pipe, "flow_counters", None))
+                return src.start()
+            except mod.SourceError as e:
+                raise StartError(f"nflog: {e}") from None
     except ModuleNotFoundError:
         raise StartError(f"the {s.source} source is not in this build of netwatch") from None
-    except Exception as e:  # each source's own error type: one line, then exit
-        raise StartError(f"{s.source}: {e}") from None
+    except OSError as e:
+        raise StartError(f"{s.source}: {e.strerror or e}") from None
     raise StartError(f"unknown source {s.source!r}")
 
 
@@ -363,7 +374,7 @@ class Daemon:
         if items:
             t0 = time.perf_counter()
             if getattr(src, "kind", "frames") == "lookups":
-                pipe.feed_lookups(items)  # type: ignore[attr-defined]
+                pipe.feed_lookups(items)
             else:
                 pipe.feed(items)
             if pipe.stage_times is not None:

@@ -14,6 +14,7 @@ from .eventlog import community_id, flow_id
 
 if TYPE_CHECKING:
     from .recognisers import Detection, Recogniser
+    from .recognisers.proxy import Opening
     from .signatures import NameMatch
 
 # Deep inspection stops after this many payload packets (both directions together). A TLS 1.2
@@ -51,11 +52,12 @@ _NO_CANDIDATES: Any = ()
 
 class Flow:
     __slots__ = (
+        "from_log",
         "id", "proto", "client_ip", "server_ip", "client_port", "server_port", "first_ts",
         "last_ts", "pkts", "bytes", "payload_pkts", "client_syn", "server_synack", "rst",
         "fins", "inspecting", "streams", "segments", "next_seq", "pending", "candidates",
         "verdict", "name", "name_rule", "closing", "key", "rkey", "dns_tools",
-        "events", "narrowed_on", "sni", "sni_seen", "eve_id",
+        "events", "narrowed_on", "sni", "sni_seen", "eve_id", "proxy", "opening_read",
     )
 
     def __init__(self, fid: int, proto: int, cip: bytes, cport: int, sip: bytes, sport: int,
@@ -88,12 +90,19 @@ class Flow:
         self.key: Any = None
         self.rkey: Any = None
         self.dns_tools: set[str] | None = None
+        # Not a connection: the lookups of one device read from the LAN resolver's log
+        # (Pipeline.dns_lookup), so it carries no bytes and its far end is the resolver.
+        self.from_log = False
         self.events = 0
         # Direction whose first byte alone chose the candidates (None: not narrowed yet, or
         # narrowed on both sides).
         self.narrowed_on: int | None = None
         self.sni: str | None = None  # the TLS server name, when the TLS recogniser read one
         self.sni_seen = False  # the household context has looked at it
+        # A proxy's or gateway's opening at the start of the flow (recognisers.proxy): what
+        # the recognisers see begins after it, and its target is the flow's real peer.
+        self.proxy: Opening | None = None
+        self.opening_read = False  # whether the first bytes were checked for one
         self.eve_id = 0  # the event log's flow_id, worked out at the flow's first event
 
     def flow_id(self) -> int:
@@ -174,6 +183,22 @@ class Flow:
         if room > 0:
             s += data[:room]
         self.segments[d].append(data[:INSPECT_BYTES])
+
+    def skip_opening(self, skip: tuple[int, int]) -> None:
+        """Forget the first ``skip[d]`` bytes of each direction (a proxy's opening): the
+        streams and the first packets then start where the tunnelled payload does."""
+        for d, n in enumerate(skip):
+            if not n:
+                continue
+            del self.streams[d][:n]
+            kept: list[bytes] = []
+            for seg in self.segments[d]:
+                if n >= len(seg):
+                    n -= len(seg)
+                    continue
+                kept.append(seg[n:])
+                n = 0
+            self.segments[d] = kept
 
     def add_datagram(self, d: int, payload: bytes) -> None:
         self._append(d, payload)

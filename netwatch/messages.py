@@ -120,8 +120,8 @@ def reason(language: str, code: dict[str, Any], tz: ZoneInfo | None) -> str:
         tools = text(language, "reason.or").join(p.get("tools", []))
         win = window(language, p["window"], tz) if p.get("window") else ""
         return text(language, f"reason.{c}", what=what, window=win, tools=tools, tool=tool)
-    if c == "relayed":
-        return text(language, "reason.relayed", tool=tool)
+    if c in ("relayed", "dns_only"):
+        return text(language, f"reason.{c}", tool=tool)
     if c == "banking":
         return text(language, "reason.banking", banks=", ".join(p["banks"]))
     if c in ("return_peer", "return_device", "download"):

@@ -18,6 +18,7 @@ from . import decode as dec
 from .addresses import ip_bytes, is_lan_address
 from .eventlog import COMMUNITY_ID_SEED, EventLog, iso_timestamp
 from .flows import (
+    INSPECT_BYTES,
     INSPECT_PACKETS,
     MAX_FLOWS,
     SWEEP_INTERVAL,
@@ -30,9 +31,11 @@ from .flows import (
 from .names import DnsError, NameCache, parse_response
 from .policy import Policy, display_names
 from .recognisers import GIVE_UP, Detection, Evidence, Recogniser, load_all
+from .recognisers.proxy import NOT_PROXIED, Opening, parse_opening
 from .sessions import SessionTracker, Thresholds, thresholds_from
 from .signatures import DETECTING_ROLES, SignatureSet
 from .sources.capture import MAX_RECORD, PcapFile, ReadStats, open_source
+from .sources.dnslog import DnsLookup
 
 DNS_PORT = 53
 SERVER_ROLES = ("relay", "rendezvous")
@@ -43,6 +46,16 @@ PROTO_NAME = {TCP: "TCP", UDP: "UDP"}
 SYSTEM_PORTS = 1024
 # A bank looked up again by the same device within this time is not reported again.
 BANKING_REPEAT_S = 600.0
+# The resolver's address when its log is read on the box itself (the log does not say it).
+LOCAL_RESOLVER = "127.0.0.1"
+# A resolver's log gives no TTL: an address it answered is kept as long as a UDP flow idles
+# (flows.TIMEOUT_UDP), long enough for the connection that follows the lookup.
+LOG_ANSWER_TTL = int(TIMEOUT_UDP)
+# What a name's role makes of a lookup seen only in the resolver's log: an installer's
+# host is a download, an ID server a client registering; other names are a ``dns`` lookup.
+LOOKUP_ROLES = ("download", "rendezvous")
+# A lookup of these names may be a connection being set up (sessions.on_lookup decides).
+CONNECT_NAME_ROLES = ("relay", "session")
 _PORTS = struct.Struct("!HH").pack
 
 
@@ -210,6 +223,8 @@ class Pipeline:
         # Every live flow once, oldest first (dicts keep insertion order): what sweeps,
         # eviction and the end of a file walk.
         self.live: dict[int, Flow] = {}
+        # The pseudo-flows of lookups read from a resolver's log, by device, resolver, tool.
+        self.lookup_flows: dict[tuple[bytes, bytes, str], Flow] = {}
         self.names = NameCache()
         self.c = Counters()
         self.findings: dict[int, Finding] = {}
@@ -454,7 +469,9 @@ class Pipeline:
             return
         f.payload_pkts += 1
         if f.dns_tools is not None:
-            if self.stage_times is None:
+            if proto == TCP:
+                self._dns_stream(f, d, seq, payload, ts)
+            elif self.stage_times is None:
                 self._dns(f, d, payload, ts)
             else:
                 t0 = time.perf_counter()
@@ -468,11 +485,8 @@ class Pipeline:
                 return
         else:
             f.add_datagram(d, payload)
-        if f.name_rule is not None and f.verdict is None:
-            m = f.name_rule
-            conf = "low" if m.confidence == "low" else "medium"
-            role = self.sigs.role_on_port(m, f.proto, f.server_port)
-            self._detect(f, Detection(m.tool, role, conf, [self._name_evidence(f)]), ts)
+        if f.name_rule is not None and f.verdict is None and f.opening_read:
+            self._detect_by_name(f, ts)
         timer = self.stage_times
         if timer is None:
             self._inspect(f, ts)
@@ -517,9 +531,14 @@ class Pipeline:
             c.max_concurrent_flows = live
         if live > MAX_FLOWS:
             self._evict_oldest()
-        if proto == UDP and DNS_PORT in (sport_, cport):
+        if DNS_PORT in (sport_, cport):
             f.dns_tools = set()
-            f.stop_inspecting()
+            if proto == UDP:
+                f.stop_inspecting()
+            else:
+                # DNS over TCP: answers are reassembled (see _dns_stream); no recogniser
+                # runs on the flow.
+                f.candidates = []
             return f, (1 if swap else 0)
         f.candidates = self.by_proto[proto]  # shared until the first payload narrows it
         name = self.names.lookup(srv, ts)
@@ -531,6 +550,8 @@ class Pipeline:
         return f, (1 if swap else 0)
 
     def _inspect(self, f: Flow, ts: float) -> None:
+        if not f.opening_read and not self._unwrap(f, ts):
+            return
         keep = []
         best: Detection | None = None
         cands = f.candidates
@@ -552,6 +573,50 @@ class Pipeline:
                 return
         if not keep and f.narrowed_on is None:
             f.stop_inspecting()  # (narrowed on one side: wait for the other side first)
+
+    def _unwrap(self, f: Flow, ts: float) -> bool:
+        """A proxy's or gateway's opening (recognisers.proxy): once it is complete, the
+        recognisers see what follows it, and the proxy's target is the flow's peer. True
+        when the recognisers should look at the flow now."""
+        got = parse_opening(*f.streams) if f.proto == TCP else NOT_PROXIED
+        if got is None:
+            if not f.closing:
+                return False  # the opening is not complete: hold the recognisers back
+            got = NOT_PROXIED
+        f.opening_read = True
+        if not isinstance(got, Opening):
+            if f.name_rule is not None and f.verdict is None:
+                self._detect_by_name(f, ts)
+            return True
+        f.proxy = got
+        f.skip_opening(got.skip)
+        f.candidates = self.by_proto[f.proto]
+        f.narrowed_on = None
+        name = got.host if got.address is None else self.names.lookup(got.address, ts)
+        f.name, f.name_rule = name, None
+        if name is not None:
+            m = self.sigs.match_name(name, "dns")
+            if m is not None and m.role in DETECTING_ROLES:
+                f.name_rule = m
+        if got.carries:
+            self._detect(f, Detection(got.carries, "session", "high", [
+                Evidence("handshake", f"{got.protocol} channel", got.detail)]), ts)
+            f.stop_inspecting()
+            return False
+        if not (f.streams[0] or f.streams[1]):
+            return False  # nothing tunnelled yet: an opening alone is no detection
+        if f.name_rule is not None and f.verdict is None:
+            self._detect_by_name(f, ts)
+        return True
+
+    def _detect_by_name(self, f: Flow, ts: float) -> None:
+        """The flow's peer was named as a tool's (a DNS answer, or a proxy's target)."""
+        m = f.name_rule
+        assert m is not None
+        conf = "low" if m.confidence == "low" else "medium"
+        port = f.proxy.port if f.proxy is not None and f.proxy.port else f.server_port
+        role = self.sigs.role_on_port(m, f.proto, port)
+        self._detect(f, Detection(m.tool, role, conf, [self._name_evidence(f)]), ts)
 
     def _narrow(self, f: Flow) -> list[Recogniser]:
         """The recognisers the first payload byte of each direction allows. Narrowed on one
@@ -580,6 +645,9 @@ class Pipeline:
     def _name_evidence(self, f: Flow) -> Evidence:
         m = f.name_rule
         assert m is not None
+        if f.proxy is not None and f.proxy.address is None:
+            return Evidence("dns", f.name or "", f"the proxy's target was this name; "
+                                                 f"{m.detail()}")
         return Evidence("dns", f.name or "", f"the address was looked up as this name; "
                                              f"{m.detail()}")
 
@@ -592,6 +660,11 @@ class Pipeline:
             if det.role in SERVER_ROLES and rule.role in SERVER_ROLES and not \
                     self.sigs.port_role(det.tool, f.proto, f.server_port):
                 det.role = rule.role
+        if f.proxy is not None and all(e.kind != "proxy" for e in det.evidence):
+            p = f.proxy
+            det.evidence.append(Evidence("proxy", p.target or p.protocol, ", ".join(
+                x for x in (f"{p.protocol} through {ip_text(f.server_ip)}:{f.server_port}",
+                            "" if p.carries else p.detail) if x)))
         if not det.outranks(f.verdict):
             return
         f.verdict = det
@@ -630,6 +703,14 @@ class Pipeline:
         }
         if det.variant:
             ev["remote_access"]["variant"] = det.variant
+        if f.proxy is not None:
+            p = f.proxy
+            proxy: dict[str, Any] = {"protocol": p.protocol}
+            if p.host is not None:
+                proxy["target"] = p.host
+            if p.port is not None:
+                proxy["target_port"] = p.port
+            ev["remote_access"]["proxy"] = proxy
         self._add_device(ev, f.client_ip, f.server_ip)
         self.log.write(ev)
         self.c.events += 1
@@ -675,6 +756,31 @@ class Pipeline:
             self._detect(f, det, ts)
             return
 
+    def _dns_stream(self, f: Flow, d: int, seq: int, payload: bytes, ts: float) -> None:
+        """DNS over TCP: each message has a two-byte length before it (RFC 1035 §4.2.2), and
+        several may share a connection (RFC 7766 §6.2.1). Answers come from port 53; each
+        complete one is read like a UDP answer, and its bytes are let go."""
+        if (f.server_port if d == 1 else f.client_port) != DNS_PORT:
+            return
+        if not f.add_tcp_payload(d, seq, payload):
+            return
+        buf = f.streams[d]
+        f.segments[d].clear()
+        while len(buf) >= 2:
+            size = (buf[0] << 8) | buf[1]
+            if size + 2 > INSPECT_BYTES:
+                # Longer than a flow may hold while inspecting (a zone transfer, or not DNS
+                # at all): count it, and from now on only count the connection's packets.
+                self.c.dns_malformed += 1
+                f.stop_inspecting()
+                f.dns_tools = None
+                return
+            if len(buf) < size + 2:
+                return
+            msg = bytes(buf[2:size + 2])
+            del buf[:size + 2]
+            self._dns(f, d, msg, ts)
+
     def _banking(self, f: Flow, qname: str, ts: float, seen_in: str = "answer") -> None:
         """A household device looked up or connected to its bank (a DNS answer, or the
         server name of a TLS connection when the answer was cached): a context event for
@@ -695,6 +801,84 @@ class Pipeline:
         ev["dns"] = {"type": seen_in, "rrname": qname, "category": "banking",
                      "bank": domain, "country": country}
         self._write(ev, f.client_ip, None)
+
+    # ------------------------------------------------------------------ a resolver's log
+
+    def feed_lookups(self, lookups: Iterable[DnsLookup]) -> None:
+        """Lookups read from the LAN resolver's log (netwatch.sources.dnslog)."""
+        for lk in lookups:
+            self.dns_lookup(lk.ts, lk.client, lk.qname, lk.answers, lk.chain, lk.resolver,
+                            blocked=lk.outcome == "blocked")
+
+    def dns_lookup(self, ts: float, client_ip: str, qname: str, answers: Iterable[str] = (),
+                   chain: Iterable[str] = (), resolver_ip: str = LOCAL_RESOLVER,
+                   blocked: bool = False) -> None:
+        """One lookup read from the resolver's log (a box that is only the LAN's DNS server):
+        what ``_dns`` does with a parsed answer, without packets. The answers go into the
+        name cache, a bank's name is context for the policy, and a tool's name is a detection
+        on a pseudo-flow (``Flow.from_log``) from the device to the resolver, one per tool:
+        a download host is ``download``, an ID server ``rendezvous`` (an installed client
+        registering: an idle session), any other name of the tool ``dns``; a relay's name
+        also goes to the session, which turns ``connecting`` when the tool was just
+        downloaded (sessions.on_lookup). ``blocked``:
+        the resolver refused the name (a Pi-hole block list); the evidence says so."""
+        try:
+            cip, rip = ip_bytes(client_ip), ip_bytes(resolver_ip)
+        except ValueError:
+            return  # the log parser hands over addresses only; nothing to count here
+        if ts > self.now:
+            self.now = ts
+        if ts >= self._next_sweep:
+            self._clock(ts)
+        qname = qname.lower().rstrip(".")
+        for addr in answers:
+            try:
+                self.names.add(ip_bytes(addr), qname, LOG_ANSWER_TTL, ts)
+            except ValueError:
+                continue
+        if self.household is not None and self.household.banking(qname) is not None:
+            self._banking(self._lookup_flow(cip, rip, "", ts), qname, ts)
+        for name in (qname, *chain):
+            m = self.sigs.match_name(name, "dns")
+            if m is None or m.role not in DETECTING_ROLES:
+                continue
+            f = self._lookup_flow(cip, rip, m.tool, ts)
+            f.name = name
+            role = m.role if m.role in LOOKUP_ROLES else "dns"
+            assert f.dns_tools is not None
+            if role not in f.dns_tools:  # each kind of lookup once while the flow lives
+                f.dns_tools.add(role)
+                said = "looked up and blocked by the resolver" if blocked else "looked up"
+                det = Detection(m.tool, role, m.confidence, [Evidence(
+                    "dns", name, f"{m.role} name {said} (the resolver's log); {m.detail()}")])
+                f.verdict = None
+                self._detect(f, det, ts)
+            if m.role in CONNECT_NAME_ROLES:
+                self.sessions.on_lookup(f, m.tool, ts)
+            return
+
+    def _lookup_flow(self, cip: bytes, rip: bytes, tool: str, ts: float) -> Flow:
+        """The pseudo-flow of a device's lookups of one tool's names (or, tool "", of other
+        names) at the resolver: it lives while the lookups go on, like a UDP flow."""
+        key = (cip, rip, tool)
+        f = self.lookup_flows.get(key)
+        if f is None or f.id not in self.live:
+            if len(self.lookup_flows) > MAX_FLOWS:
+                self.lookup_flows = {k: v for k, v in self.lookup_flows.items()
+                                     if v.id in self.live}
+            f = Flow(self._next_id, UDP, cip, 0, rip, DNS_PORT, ts)
+            self._next_id += 1
+            f.from_log = True
+            f.dns_tools = set()
+            f.stop_inspecting()
+            self.lookup_flows[key] = f
+            self.live[f.id] = f
+            self.c.flows += 1
+            if len(self.live) > MAX_FLOWS:
+                self._evict_oldest()
+        f.pkts[0] += 1
+        f.last_ts = ts
+        return f
 
     # ------------------------------------------------------------------ sessions, policy
 

@@ -15,6 +15,9 @@ The rules, in the order they are applied to a session of a remote-access tool:
    ``critical``, whatever the window.
 6. A return (the same tool on the device again, or the same remote peer) and an installer
    download just before a first session add their reason and raise the level one step.
+7. A session known only from the LAN resolver's log (``dns_only``) says what that position
+   cannot see (whether a session started, its volume) and offers no Block button: a box that
+   only answers DNS cannot cut a connection.
 
 An alert's level (``info``, ``warning``, ``critical``) is ``alert.level``; beside it the alert
 carries Suricata's fields, so EVE readers file it like any IDS alert: the integer
@@ -92,6 +95,7 @@ class _SessionView:
     after_download: dict[str, Any] | None = None
     banking: list[str] = field(default_factory=list)
     flow: dict[str, Any] = field(default_factory=dict)  # its main flow (FLOW_FIELDS)
+    dns_only: bool = False
     level: str | None = None  # of the last alert sent for it
     alerts: int = 0
     said: set[str] = field(default_factory=set)  # what its alerts have covered
@@ -133,6 +137,7 @@ class Policy:
         v.returning = body.get("returning")
         v.after_download = body.get("after_download")
         v.flow = {k: ev[k] for k in FLOW_FIELDS if k in ev}
+        v.dns_only = body.get("dns_only", False)
         live = self.live_by_device.setdefault(v.device_ip, set())
         if v.state in LIVE_STATES:
             live.add(sid)
@@ -221,6 +226,8 @@ class Policy:
             codes.append(_code("download", {"tool": tool,
                                             "ago_s": v.after_download["ago_s"]}))
             level = _raise(level)
+        if v.dns_only:
+            codes.append(_code("dns_only", {"tool": tool}))
         said = {v.state, "window" if window is not None else "outside",
                 *(f"bank:{b}" for b in v.banking)}
         still = False
@@ -236,6 +243,8 @@ class Policy:
         v.alerts += 1
         notify = getattr(device, "policy", "alert") != "observe"
         actions = ["block", "allow"] if notify and level != "info" else []
+        if v.dns_only and actions:
+            actions.remove("block")
         kind = "critical_connecting" if v.state != "active" and level == "critical" \
             else level
         title_code = _code(kind, {"tool": tool, "who": w})

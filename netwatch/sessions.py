@@ -28,6 +28,13 @@ detection is not screen traffic.
 Two facts about a session's past are attached when it starts: a *return* (the same tool on the
 same device within ``return_window_s``, or any session to the same remote peer), and a
 *download* of the tool's installer on the device shortly before (``download_window_s``).
+
+From a box that is only the LAN's DNS server, lookups read from the resolver's log stand for
+flows (``Flow.from_log``): the tool's names looked up are an installed client registering
+(``idle``); a relay's name looked up just after the tool's installer was downloaded is a
+connection being set up (``connecting``, ``on_lookup``). Such a session is ``dns_only``:
+with no bytes it never turns ``active``, and it ends when the device stops looking the
+names up.
 """
 
 from __future__ import annotations
@@ -108,6 +115,7 @@ class Session:
     # The flow its events and alerts name (EVE's flow fields): the latest session or relay
     # flow, else its first flow.
     main: Flow | None = None
+    dns_only: bool = False  # every flow so far was a lookup in the resolver's log
 
     def flow_bytes(self, f: Flow) -> tuple[int, int]:
         """One flow's bytes, device -> remote first."""
@@ -161,16 +169,61 @@ class SessionTracker:
             return
         if det.role not in CARRIER_ROLES:
             return
-        key = (device, det.tool)
+        s, new = self._session_for(f, device, det.tool, ts)
+        if s.main is None or det.role in CONNECT_ROLES:
+            s.main = f
+        if f.from_log:  # an ID server's name looked up: a client registering; no peers seen
+            if new:
+                self._change(s, s.state, ts)
+            return
+        s.peers.add(ip_str(f.server_ip if ip_str(f.client_ip) == device else f.client_ip))
+        if f.name:
+            s.peers.add(f.name)
+        if f.proxy is not None and f.proxy.host:
+            s.peers.add(f.proxy.host)  # the proxy's target: who is really at the other end
+        state = s.state
+        if det.role in RELAY_ROLES:
+            s.relayed = True
+        if det.role == "session":
+            s.direct = True
+        if det.role == "session" and state == "idle":
+            state = "connecting"  # a relay waits for its volume (``_evaluate``)
+        if new or state != s.state:
+            self._change(s, state, ts)
+        if self.next_tick == float("inf"):
+            self.next_tick = ts + self.t.tick_s
+
+    def on_lookup(self, f: Flow, tool: str, ts: float) -> None:
+        """A relay's name looked up, read from the resolver's log (``f.from_log``).
+
+        A relay counts by its volume (an installed client keeps a relay link open for
+        hours), and the log shows none. So the session is ``connecting`` only when the
+        tool's installer was fetched on the device just before (``after_download``): a tool
+        just installed and already reaching its relays is the scam's own sequence. Otherwise
+        the client is registered: ``idle``. Nothing later can be seen from there; the state
+        holds until the device stops looking the tool's names up."""
+        device = self._device_ip(f)
+        if device is None:
+            return
+        s, new = self._session_for(f, device, tool, ts)
+        state = "connecting" if s.after_download is not None else s.state
+        if new or state != s.state:
+            self._change(s, state, ts)
+
+    def _session_for(self, f: Flow, device: str, tool: str, ts: float) -> tuple[Session, bool]:
+        """The open session of this tool on this device (a new one if none), with ``f``."""
+        key = (device, tool)
         s = self.open.get(key)
         if s is None:
-            s = Session(self._next_id, det.tool, device, ts, last_change=ts)
+            s = Session(self._next_id, tool, device, ts, last_change=ts, dns_only=f.from_log)
             self._next_id += 1
             self.open[key] = s
             self._remember_past(s, f, ts)
             new = True
         else:
             new = False
+        if not f.from_log:
+            s.dns_only = False
         if f.id not in self.by_flow or self.by_flow[f.id] is not s:
             old = self.by_flow.get(f.id)
             if old is not None and old is not s:
@@ -184,22 +237,7 @@ class SessionTracker:
                 o, i = s.flow_bytes(f)
                 s.joined_bytes[0] += o
                 s.joined_bytes[1] += i
-        if s.main is None or det.role in CONNECT_ROLES:
-            s.main = f
-        s.peers.add(ip_str(f.server_ip if ip_str(f.client_ip) == device else f.client_ip))
-        if f.name:
-            s.peers.add(f.name)
-        state = s.state
-        if det.role in RELAY_ROLES:
-            s.relayed = True
-        if det.role == "session":
-            s.direct = True
-        if det.role == "session" and state == "idle":
-            state = "connecting"  # a relay waits for its volume (``_evaluate``)
-        if new or state != s.state:
-            self._change(s, state, ts)
-        if self.next_tick == float("inf"):
-            self.next_tick = ts + self.t.tick_s
+        return s, new
 
     def on_flow_end(self, f: Flow, ts: float) -> None:
         """A flow was finished (timeout, eviction, end of input) with its last packet at
@@ -337,7 +375,8 @@ class SessionTracker:
         peer = ip_str(f.server_ip if ip_str(f.client_ip) == s.device_ip else f.client_ip)
         for ended_at, old in reversed(self.ended):
             same_tool = old.tool == s.tool and old.device_ip == s.device_ip
-            same_peer = peer in old.peers or (f.name is not None and f.name in old.peers)
+            same_peer = not f.from_log and (
+                peer in old.peers or (f.name is not None and f.name in old.peers))
             if (same_tool and ts - ended_at <= self.t.return_window_s) or same_peer:
                 s.returning = {"previous_session": old.id, "ago_s": round(ts - ended_at, 1),
                                "same_peer": same_peer, "same_device": old.device_ip ==
@@ -377,5 +416,7 @@ class SessionTracker:
             body["returning"] = s.returning
         if s.after_download:
             body["after_download"] = s.after_download
+        if s.dns_only:
+            body["dns_only"] = True
         return {"timestamp": iso_timestamp(ts), "event_type": "session",
                 "src_ip": s.device_ip, "session": body}

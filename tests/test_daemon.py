@@ -419,3 +419,35 @@ def test_run_flags_win_over_the_settings_file(tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["run", "--config", str(cfg), "--interface", "nwd-flag"])
     assert r.exit_code == 2
     assert "no network interface named 'nwd-flag'" in r.output
+
+
+def test_the_pcap_source_through_the_daemon_finds_what_replay_finds(tmp_path: Path) -> None:
+    """The live code path (source, loop, clock, outbox) on the demo capture played at once."""
+    from conftest import SYNTHETIC, replay
+
+    demo = SYNTHETIC / "demo-anydesk-scam.pcap"
+    household = tmp_path / "household.yaml"
+    household.write_text("timezone: Europe/Brussels\npeople:\n  Maria: {language: en}\n"
+                         "devices:\n  - {name: laptop, person: Maria, ips: [192.168.1.23]}\n",
+                         encoding="utf-8")
+    s = Settings(source="pcap", pcap=str(demo), pcap_speed=0, household=str(household),
+                 state_dir=str(tmp_path / "state"), eve_log=str(tmp_path / "eve.json"),
+                 metrics_listen="off", control_listen="off")
+    d = Daemon(s)
+    d.start()
+    src = d.source
+    assert src is not None
+    for _ in range(1000):
+        d.step(0.01)
+        if getattr(src, "finished", False):
+            break
+    d.shutdown()
+    live = [json.loads(x) for x in (tmp_path / "eve.json").read_text().splitlines()]
+    _result, replayed = replay(demo)
+
+    def found(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+        return sorted((e["remote_access"]["tool"], e["remote_access"]["role"])
+                      for e in events if e["event_type"] == "remote_access")
+
+    assert found(live) == found(replayed) != []
+    assert all(e.get("in_iface") == str(demo) for e in live if e["event_type"] != "stats")

@@ -13,6 +13,7 @@ from test_recognisers import View
 
 from conftest import signatures
 from netwatch.recognisers import GIVE_UP, Detection, load_all
+from netwatch.recognisers.proxy import NOT_PROXIED, Opening, parse_opening
 
 OPENINGS = [
     b"\x03\x00\x00\x13\x0e\xe0\x00\x00\x00\x00\x00\x01\x00\x08\x00\x03\x00\x00\x00",
@@ -127,3 +128,30 @@ def test_the_pipeline_with_a_household_survives_random_traffic(pkts: list) -> No
     pipe.feed(frames)
     result = pipe.finish()
     assert result.counters.packets == len(frames)
+
+
+PROXY_OPENINGS = [
+    (b"\x05\x01\x02\x01\x03bob\x02pw\x05\x01\x00\x03\x03a.b\x0d\x3d",
+     b"\x05\x02\x01\x00\x05\x00\x00\x01\x00\x00\x00\x00\x00\x00"),
+    (b"\x04\x01\x01\xbb\x00\x00\x00\x01u\x00a.b\x00", b"\x00\x5a" + bytes(6)),
+    (b"CONNECT a.b:443 HTTP/1.1\r\n\r\n",
+     b"HTTP/1.1 407 x\r\nContent-Length: 2\r\n\r\nabHTTP/1.1 200 OK\r\n\r\n"),
+    (b"RDG_IN_DATA /remoteDesktopGateway/ HTTP/1.1\r\nHost: g\r\n\r\n"
+     b"\x01\x00\x00\x00\x0e\x00\x00\x00", b"HTTP/1.1 200 OK\r\n\r\n"),
+    (b"1.2.3.4:5900".ljust(250, b"\x00"), b"RFB 000.000\n"),
+    (b"ID:42".ljust(250, b"\x00"), b""),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(PROXY_OPENINGS),
+       st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=4),
+       st.integers(0, 300), st.integers(0, 300))
+def test_proxy_openings_mutated_or_cut_never_raise(opening: tuple[bytes, bytes],
+                                                   edits: list[tuple[int, int]], cut0: int,
+                                                   cut1: int) -> None:
+    c, s = (_mutate(x, edits)[:cut] for x, cut in zip(opening, (cut0, cut1)))
+    res = parse_opening(c, s)
+    assert res is None or res is NOT_PROXIED or isinstance(res, Opening)
+    if isinstance(res, Opening):
+        assert 0 <= res.skip[0] <= len(c) and 0 <= res.skip[1] <= len(s)

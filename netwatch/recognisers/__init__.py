@@ -19,7 +19,8 @@ CONFIDENCE_RANK = {"low": 0, "medium": 1, "high": 2}
 
 @dataclass(slots=True)
 class Evidence:
-    kind: str  # handshake, sni, certificate, dns, http_host, port, payload, alpn, address
+    kind: str  # handshake, sni, certificate, dns, http_host, port, payload, alpn, address,
+    # proxy (the target a proxy or gateway was asked for)
     value: str
     detail: str = ""
 

@@ -4,47 +4,71 @@
 #   sudo bash tests/pcaps/recorded/record.sh            # record both
 #   sudo bash tests/pcaps/recorded/record.sh vnc        # only VNC
 #   sudo bash tests/pcaps/recorded/record.sh rdp        # only RDP
+#   sudo bash tests/pcaps/recorded/record.sh proxies    # RDP through SOCKS5 and HTTP CONNECT
+#   (also: rdp-socks5, rdp-http, tables)
+#
+# Names, addresses and displays come from the environment, so that several people can
+# record on one machine at once: NW_NS_PREFIX (namespaces, default "nw-"), NW_IF_PREFIX
+# (veth names, default "veth-nw"), NW_NET (first three octets of a /24, default 10.99.0),
+# NW_DISPLAY_BASE (the first of five X displays, default 91), NW_RDP_USER (default nwrdp).
+# xrdp's pid files are machine-wide: the RDP recordings hold /run/lock/netwatch-xrdp.lock.
 #
 # Two network namespaces joined by a veth pair, nothing else:
 #   nw-home   10.99.0.2  "home" machine: runs the remote-access SERVER
 #                        (x11vnc on an Xvfb display, xrdp + xorgxrdp)
 #   nw-remote 10.99.0.1  "remote" (scammer) machine: runs the VIEWER
 #                        (TigerVNC vncviewer, FreeRDP xfreerdp) under Xvfb
+#   (nw-home) 10.99.0.3  a second address of the home machine where a proxy listens:
+#                        microsocks (SOCKS5, RFC 1929 user/password) on 1080, tinyproxy
+#                        (HTTP CONNECT) on 8888; they reach xrdp at 10.99.0.2:3389
+#                        inside nw-home, so the capture shows the viewer's proxied leg
 # The namespaces have no route anywhere else; all traffic stays on the veth.
 # tcpdump runs inside nw-home on its veth end.  Every server, viewer and the
 # capture itself run under `timeout`; an EXIT trap kills what the script
 # started, deletes the namespaces and removes the throwaway RDP user.
 #
 # Outputs (in this script's directory): vnc-x11vnc.pcap, rdp-xrdp.pcap,
-# FLOWS.tsv, MANIFEST.tsv (both regenerated from the captures on disk).
+# rdp-socks5-microsocks.pcap, rdp-http-tinyproxy.pcap, FLOWS.tsv, MANIFEST.tsv (both
+# regenerated from the captures on disk).
 set -Eeuo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 OUT=${NW_RECORD_OUT:-$HERE}
 WHAT=${1:-all}
 
-NS_HOME=nw-home
-NS_REMOTE=nw-remote
-IF_HOME=veth-nwh          # lives in nw-home
-IF_REMOTE=veth-nwr        # lives in nw-remote
-IP_HOME=10.99.0.2         # server side
-IP_REMOTE=10.99.0.1       # client side
+NS_PREFIX=${NW_NS_PREFIX:-nw-}
+NET=${NW_NET:-10.99.0}
+NS_HOME=${NS_PREFIX}home
+NS_REMOTE=${NS_PREFIX}remote
+IF_HOME=${NW_IF_PREFIX:-veth-nw}h     # lives in the home namespace
+IF_REMOTE=${NW_IF_PREFIX:-veth-nw}r   # lives in the remote namespace
+IP_HOME=$NET.2            # server side
+IP_REMOTE=$NET.1          # client side
+IP_PROXY=$NET.3           # the proxies (a second address in the home namespace)
 SUBNET=24
+SOCKS_PORT=1080
+SOCKS_USER=nwproxy        # RFC 1929 credentials, only ever sent between the namespaces
+SOCKS_PASS=nw-proxy-Pass1
+HTTP_PROXY_PORT=8888
+XRDP_LOCK=/run/lock/netwatch-xrdp.lock
 
 VNC_PORT=5900
 VNC_PASS=netwatch         # only ever crosses the wire as a DES challenge/response
 RDP_PORT=3389
-RDP_USER=nwrdp
+RDP_USER=${NW_RDP_USER:-nwrdp}
 RDP_PASS=nw-rdp-Pass1
 
-DISP_VNC_SERVER=91        # Xvfb shared by x11vnc (nw-home)
-DISP_VNC_CLIENT=92        # Xvfb of vncviewer (nw-remote)
-DISP_RDP_CLIENT=93        # Xvfb of xfreerdp (nw-remote)
+DISP_BASE=${NW_DISPLAY_BASE:-91}
+DISP_VNC_SERVER=$DISP_BASE              # Xvfb shared by x11vnc (home)
+DISP_VNC_CLIENT=$((DISP_BASE + 1))      # Xvfb of vncviewer (remote)
+DISP_RDP_CLIENT=$((DISP_BASE + 2))      # Xvfb of xfreerdp (remote), direct
+DISP_RDP_SOCKS=$((DISP_BASE + 3))       # ... through SOCKS5
+DISP_RDP_HTTP=$((DISP_BASE + 4))        # ... through HTTP CONNECT
 # xrdp-sesman starts its own Xorg (xorgxrdp) on :10 upwards in nw-home.
 
 APT_PKGS=(iproute2 tcpdump tshark xvfb x11vnc tigervnc-viewer freerdp2-x11
           xrdp xorgxrdp x11-apps x11-xserver-utils xdotool ethtool openssl
-          passwd procps iputils-ping)
+          passwd procps iputils-ping microsocks tinyproxy util-linux)
 
 log() { printf '[record] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -126,6 +150,7 @@ setup_netns() {
         ip netns exec "$ns" ip link set lo up
     done
     ip netns exec "$NS_HOME" ip addr add "$IP_HOME/$SUBNET" dev "$IF_HOME"
+    ip netns exec "$NS_HOME" ip addr add "$IP_PROXY/$SUBNET" dev "$IF_HOME"
     ip netns exec "$NS_REMOTE" ip addr add "$IP_REMOTE/$SUBNET" dev "$IF_REMOTE"
     ip netns exec "$NS_HOME" ip link set "$IF_HOME" up
     ip netns exec "$NS_REMOTE" ip link set "$IF_REMOTE" up
@@ -225,9 +250,14 @@ record_vnc() {
 
 # --------------------------------------------------------------------------
 # 2. RDP: xrdp + xorgxrdp (nw-home) <- FreeRDP xfreerdp (nw-remote)
-record_rdp() {
-    local pcap=$OUT/rdp-xrdp.pcap
-    log "RDP: xrdp $(pkgver xrdp) + xorgxrdp $(pkgver xorgxrdp) <- xfreerdp $(pkgver freerdp2-x11)"
+XRDP_STARTED=0
+start_xrdp() {
+    [[ $XRDP_STARTED -eq 0 ]] || return 0
+    XRDP_STARTED=1
+    # xrdp's pid files in /run/xrdp are machine-wide: one xrdp at a time on this machine,
+    # held until this script exits.
+    exec 9>"$XRDP_LOCK"
+    flock -w 600 9 || die "$XRDP_LOCK is held by another xrdp run"
 
     # throwaway local user that the viewer logs in as; its session just
     # paints the root window and shows a clock for a few seconds.
@@ -271,26 +301,61 @@ EOF
         [[ ! -f $f ]] || die "$f: an xrdp is already running on this machine; stop it first"
     done
 
-    bg_ns "$NS_HOME" 60 xrdp-sesman --nodaemon --config "$WORK/sesman.ini" >"$WORK/sesman.out" 2>&1
+    bg_ns "$NS_HOME" 180 xrdp-sesman --nodaemon --config "$WORK/sesman.ini" >"$WORK/sesman.out" 2>&1
     wait_port "$NS_HOME" 3350 15 || die "xrdp-sesman did not start (see $WORK/sesman.out)"
-    bg_ns "$NS_HOME" 60 xrdp --nodaemon --config "$WORK/xrdp.ini" >"$WORK/xrdp.out" 2>&1
+    bg_ns "$NS_HOME" 180 xrdp --nodaemon --config "$WORK/xrdp.ini" >"$WORK/xrdp.out" 2>&1
     wait_port "$NS_HOME" "$RDP_PORT" 15 || die "xrdp did not start (see $WORK/xrdp.out)"
-
-    start_xvfb "$NS_REMOTE" "$DISP_RDP_CLIENT" 60 1280x1024x24
     mkdir -p "$WORK/clienthome"
+}
+
+# one xfreerdp login to xrdp, captured: pcap display [xfreerdp options...]
+rdp_session() {
+    local pcap=$1 disp=$2; shift 2
+    start_xvfb "$NS_REMOTE" "$disp" 60 1280x1024x24
     start_capture "$pcap" 40
     sleep 0.5
-    DISPLAY=:$DISP_RDP_CLIENT HOME=$WORK/clienthome bg_ns "$NS_REMOTE" 12 \
+    DISPLAY=:$disp HOME=$WORK/clienthome bg_ns "$NS_REMOTE" 12 \
         xfreerdp "/v:$IP_HOME:$RDP_PORT" "/u:$RDP_USER" "/p:$RDP_PASS" /cert:ignore \
-        /client-hostname:nw-remote /size:800x600 /bpp:16 -grab-keyboard /log-level:INFO >"$WORK/xfreerdp.log" 2>&1
+        /client-hostname:nw-remote /size:800x600 /bpp:16 -grab-keyboard /log-level:INFO "$@" \
+        >"$WORK/xfreerdp-$disp.log" 2>&1
     local viewer=$LAST_PID
     sleep 7
-    DISPLAY=:$DISP_RDP_CLIENT ip netns exec "$NS_REMOTE" timeout 5 sh -c \
+    DISPLAY=:$disp ip netns exec "$NS_REMOTE" timeout 5 sh -c \
         'xdotool mousemove 200 200 sleep 0.3 mousemove 300 260 sleep 0.3 mousemove 400 300 click 1 sleep 0.3 mousemove 450 320' \
         >/dev/null 2>&1 || true
     wait "$viewer" 2>/dev/null || true
     stop_capture
-    [[ -s $pcap ]] || die "RDP capture is empty"
+    [[ -s $pcap ]] || die "RDP capture $pcap is empty"
+}
+
+record_rdp() {
+    log "RDP: xrdp $(pkgver xrdp) + xorgxrdp $(pkgver xorgxrdp) <- xfreerdp $(pkgver freerdp2-x11)"
+    start_xrdp
+    rdp_session "$OUT/rdp-xrdp.pcap" "$DISP_RDP_CLIENT"
+}
+
+# 3. the same login through a SOCKS5 proxy (microsocks, with RFC 1929 user/password)
+record_rdp_socks5() {
+    log "RDP through SOCKS5: microsocks $(pkgver microsocks)"
+    start_xrdp
+    bg_ns "$NS_HOME" 60 microsocks -i "$IP_PROXY" -p "$SOCKS_PORT" -u "$SOCKS_USER" -P "$SOCKS_PASS" \
+        >"$WORK/microsocks.log" 2>&1
+    wait_port "$NS_HOME" "$SOCKS_PORT" 15 || die "microsocks did not start (see $WORK/microsocks.log)"
+    rdp_session "$OUT/rdp-socks5-microsocks.pcap" "$DISP_RDP_SOCKS" \
+        "/proxy:socks5://$SOCKS_USER:$SOCKS_PASS@$IP_PROXY:$SOCKS_PORT"
+}
+
+# 4. the same login through an HTTP CONNECT proxy (tinyproxy)
+record_rdp_http() {
+    log "RDP through HTTP CONNECT: tinyproxy $(pkgver tinyproxy)"
+    start_xrdp
+    printf '%s\n' "Port $HTTP_PROXY_PORT" "Listen $IP_PROXY" "Timeout 30" "MaxClients 4" \
+        "LogLevel Info" "Allow $NET.0/$SUBNET" "ConnectPort $RDP_PORT" "DisableViaHeader Yes" \
+        >"$WORK/tinyproxy.conf"
+    bg_ns "$NS_HOME" 60 tinyproxy -d -c "$WORK/tinyproxy.conf" >"$WORK/tinyproxy.log" 2>&1
+    wait_port "$NS_HOME" "$HTTP_PROXY_PORT" 15 || die "tinyproxy did not start (see $WORK/tinyproxy.log)"
+    rdp_session "$OUT/rdp-http-tinyproxy.pcap" "$DISP_RDP_HTTP" \
+        "/proxy:http://$IP_PROXY:$HTTP_PROXY_PORT"
 }
 
 # --------------------------------------------------------------------------
@@ -351,7 +416,7 @@ write_tables() {
         printf 'vnc-x11vnc.pcap\tpositive\tvnc\t%s\t%s\t%s\t%s\t%s\t%s\n' \
             "$(tsh "$p" -T fields -e frame.number | wc -l)" "$(stat -c %s "$p")" \
             "$(sha256sum "$p" | cut -d' ' -f1)" "tests/pcaps/recorded/record.sh" "-" \
-            "RECORDED: x11vnc $(pkgver x11vnc) serving an Xvfb $(pkgver xvfb) display to TigerVNC vncviewer $(pkgver tigervnc-viewer) (Debian 12 packages), VNC password auth, between netns $IP_REMOTE -> $IP_HOME:$VNC_PORT" >>"$man"
+            "RECORDED: x11vnc $(pkgver x11vnc) serving an Xvfb $(pkgver xvfb) display to TigerVNC vncviewer $(pkgver tigervnc-viewer) (Debian 12 packages), VNC password auth, between netns $(between "$p" "$VNC_PORT")" >>"$man"
     fi
 
     p=$OUT/rdp-xrdp.pcap
@@ -365,19 +430,58 @@ write_tables() {
         printf 'rdp-xrdp.pcap\tpositive\trdp\t%s\t%s\t%s\t%s\t%s\t%s\n' \
             "$(tsh "$p" -T fields -e frame.number | wc -l)" "$(stat -c %s "$p")" \
             "$(sha256sum "$p" | cut -d' ' -f1)" "tests/pcaps/recorded/record.sh" "-" \
-            "RECORDED: FreeRDP xfreerdp $(pkgver freerdp2-x11) logging in to xrdp $(pkgver xrdp) with xorgxrdp $(pkgver xorgxrdp) (Debian 12 packages), negotiated TLS security, between netns $IP_REMOTE -> $IP_HOME:$RDP_PORT" >>"$man"
+            "RECORDED: FreeRDP xfreerdp $(pkgver freerdp2-x11) logging in to xrdp $(pkgver xrdp) with xorgxrdp $(pkgver xorgxrdp) (Debian 12 packages), negotiated TLS security, between netns $(between "$p" "$RDP_PORT")" >>"$man"
     fi
+
+    proxied_rows rdp-socks5-microsocks.pcap "$SOCKS_PORT" socks5 \
+        "through microsocks $(pkgver microsocks) (SOCKS5, RFC 1929 user/password)"
+    proxied_rows rdp-http-tinyproxy.pcap "$HTTP_PROXY_PORT" http \
+        "through tinyproxy $(pkgver tinyproxy) (HTTP CONNECT)"
+}
+
+# "client -> server:port" of the first SYN to port $2 in pcap $1
+between() { syn_flows "$1" "$2" | head -1 | awk '{print $1 " -> " $3 ":" $4}'; }
+
+# the proxy's target as the client asked for it: the SOCKS5 request or the CONNECT line
+proxy_target() {    # pcap kind port
+    if [[ $2 == socks5 ]]; then
+        # a name (ATYP 3) or an address (ATYP 1) in the request; tshark 4.0 field names
+        local host
+        host=$(first_field "$1" "socks.command==1 && socks.remote_name" socks.remote_name -d "tcp.port==$3,socks")
+        [[ -n $host ]] || host=$(first_field "$1" "socks.command==1 && socks.dst" socks.dst -d "tcp.port==$3,socks")
+        printf '%s:%s' "$host" "$(first_field "$1" "socks.command==1 && socks.port" socks.port -d "tcp.port==$3,socks")"
+    else
+        first_field "$1" 'http.request.method=="CONNECT"' http.request.uri -d "tcp.port==$3,http"
+    fi
+}
+
+proxied_rows() {    # file proxy_port kind how
+    local f=$1 port=$2 kind=$3 how=$4 p=$OUT/$1 cip cport sip sport target
+    [[ -s $p ]] || return 0
+    target=$(proxy_target "$p" "$kind" "$port")
+    while read -r cip cport sip sport; do
+        [[ -n $cip ]] || continue
+        printf '%s\ttcp\t%s\t%s\t%s\t%s\trdp\tsession\t%s CONNECT to %s, then X.224 CR/CC and TLS (xrdp) inside the tunnel\n' \
+            "$f" "$cip" "$cport" "$sip" "$sport" "$kind" "$target" >>"$OUT/FLOWS.tsv"
+    done < <(syn_flows "$p" "$port")
+    printf '%s\tpositive\trdp\t%s\t%s\t%s\t%s\t%s\t%s\n' "$f" \
+        "$(tsh "$p" -T fields -e frame.number | wc -l)" "$(stat -c %s "$p")" \
+        "$(sha256sum "$p" | cut -d' ' -f1)" "tests/pcaps/recorded/record.sh" "-" \
+        "RECORDED: FreeRDP xfreerdp $(pkgver freerdp2-x11) logging in to xrdp $(pkgver xrdp) $how, proxy target $target, between netns $(between "$p" "$port")" >>"$OUT/MANIFEST.tsv"
 }
 
 # --------------------------------------------------------------------------
 install_packages
 mkdir -p "$OUT"
 case $WHAT in
-    all) setup_netns; record_vnc; record_rdp ;;
+    all) setup_netns; record_vnc; record_rdp; record_rdp_socks5; record_rdp_http ;;
     vnc) setup_netns; record_vnc ;;
     rdp) setup_netns; record_rdp ;;
+    proxies) setup_netns; record_rdp_socks5; record_rdp_http ;;
+    rdp-socks5) setup_netns; record_rdp_socks5 ;;
+    rdp-http) setup_netns; record_rdp_http ;;
     tables) ;;
-    *) die "usage: $0 [all|vnc|rdp|tables]" ;;
+    *) die "usage: $0 [all|vnc|rdp|proxies|rdp-socks5|rdp-http|tables]" ;;
 esac
 write_tables
 log "done:"

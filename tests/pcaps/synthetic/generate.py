@@ -1170,6 +1170,317 @@ def build_session_return():
                      "SYNTHETIC: AnyDesk relay sessions of 2 min on laptop 192.168.1.23 on Mon 2024-03-04 15:00 CET and again on Wed 2024-03-06 15:30 CET, through two relays"))
 
 
+# --------------------------------------------------------------------------
+# proxies and gateways (SOCKS4 protocol + SOCKS4a extension, RFC 1928, RFC 1929,
+# RFC 9110 9.3.6 CONNECT; UltraVNC repeater: x11vnc(1) "-connect repeater=",
+# a 250-byte NUL-padded "ID:nnnn" or "host:port" block, and the repeater's
+# "RFB 000.000\n" to a viewer), then the tunnelled protocol unchanged
+# --------------------------------------------------------------------------
+PROXY_IP = "198.51.100.8"           # an internet proxy (SOCKS on 1080, HTTP on 3128)
+REPEATER_IP = "198.51.100.90"       # an UltraVNC repeater (5500 servers, 5901 viewers)
+
+
+def socks5_opening(target, port, user=None):
+    """(client bytes, server bytes) turns of a SOCKS5 CONNECT (RFC 1928 3-6), with
+    RFC 1929 username/password when `user` is given.  `target`: IPv4 text or name."""
+    methods = b"\x00\x02" if user else b"\x00"
+    turns = [(C, b"\x05" + u8(len(methods)) + methods), (S, b"\x05" + (b"\x02" if user else b"\x00"))]
+    if user:
+        pw = b"p4ssw0rd"
+        turns += [(C, b"\x01" + u8(len(user)) + user.encode() + u8(len(pw)) + pw), (S, b"\x01\x00")]
+    if all(p.isdigit() for p in target.split(".")):
+        addr = b"\x01" + bytes(int(p) for p in target.split("."))
+    else:
+        addr = b"\x03" + u8(len(target)) + target.encode()
+    turns += [(C, b"\x05\x01\x00" + addr + u16(port)),
+              (S, b"\x05\x00\x00\x01" + bytes([198, 51, 100, 8]) + u16(40001))]
+    return turns
+
+
+def socks4a_opening(name, port, user="grandma"):
+    """SOCKS4a CONNECT: DSTIP 0.0.0.1, user id, NUL, host name, NUL; reply 00 5A + 6 bytes."""
+    return [(C, b"\x04\x01" + u16(port) + b"\x00\x00\x00\x01" + user.encode() + b"\x00"
+             + name.encode() + b"\x00"),
+            (S, b"\x00\x5a" + bytes(6))]
+
+
+def connect_opening(host, port, agent="Mozilla/5.0 (Windows NT 10.0; Win64; x64)"):
+    """HTTP/1.1 CONNECT in authority form and the proxy's 200 (RFC 9110 9.3.6)."""
+    auth = f"{host}:{port}"
+    return [(C, (f"CONNECT {auth} HTTP/1.1\r\nHost: {auth}\r\nUser-Agent: {agent}\r\n"
+                 f"Proxy-Connection: keep-alive\r\n\r\n").encode()),
+            (S, b"HTTP/1.1 200 Connection established\r\n\r\n")]
+
+
+def opened(cap, link, t, cport, sport, turns, rtt=ms(30)):
+    """A TCP connection whose first exchange is `turns`; returns (flow, time)."""
+    f = TCPFlow(cap, link, cport, sport)
+    t = f.handshake(t, rtt=rtt)
+    for side, data in turns:
+        t += ms(1) if side == C else rtt
+        f.send(t, side, data)
+    return f, t
+
+
+def tls13_through(f, t, rng, sni, records=(1200, 900), rtt=ms(30)):
+    """An ordinary browser TLS 1.3 exchange on an open flow (see web_tls13)."""
+    ch = client_hello(rng, sni=sni, alpn=("h2", "http/1.1"), tls13=True)
+    t += ms(1); f.send(t, C, ch)
+    t += rtt; t = f.send(t, S, tls13_server_flight(rng, ch))
+    t += ms(2); f.send(t, C, tls13_client_finish(rng) + appdata(rng, rng.randrange(280, 420)))
+    t += rtt
+    for n in records:
+        f.send(t, S, appdata(rng, n))
+        t += ms(1)
+    t += ms(5); f.ack(t, C)
+    return t
+
+
+def rfb_through(f, t, rng, server=S, rtt=ms(30)):
+    """An RFB 3.8 opening (RFC 6143 7.1-7.3) on an open flow; `server` is the side that
+    is the RFB server (C when the VNC server itself opened the connection)."""
+    viewer = 1 - server
+    t += ms(2); f.send(t, server, b"RFB 003.008\n")
+    t += rtt; f.send(t, viewer, b"RFB 003.008\n")
+    t += rtt; f.send(t, server, b"\x01\x02")              # one type: VNC Authentication
+    t += rtt; f.send(t, viewer, b"\x02")
+    t += rtt; f.send(t, server, rng.randbytes(16))        # challenge (filler)
+    t += ms(1500); f.send(t, viewer, rng.randbytes(16))   # response (filler)
+    t += rtt; f.send(t, server, u32(0))                   # SecurityResult OK
+    t += rtt; f.send(t, viewer, b"\x01")                  # ClientInit, shared
+    pixfmt = struct.pack("!BBBBHHHBBB3x", 32, 24, 0, 1, 255, 255, 255, 16, 8, 0)
+    t += rtt; f.send(t, server, u16(1366) + u16(768) + pixfmt + u32(10) + b"grandma-pc")
+    for k in range(3):
+        t += ms(200); f.send(t, viewer, b"\x03\x01" + u16(0) + u16(0) + u16(1366) + u16(768))
+        t += rtt; t = f.send(t, server, b"\x00\x00" + u16(1) + u16(64 * k) + u16(0) + u16(32)
+                             + u16(16) + struct.pack("!i", 0) + rng.randbytes(32 * 16 * 4))
+    return t
+
+
+def rdp_through(f, t, rng, rtt=ms(30)):
+    """RDP's X.224 exchange (REF-RDP), then a TLS 1.2 handshake and a few records."""
+    t += ms(2); f.send(t, C, rdp_connection_request("grandma", 0x03))
+    t += rtt; f.send(t, S, rdp_connection_confirm(0x01))
+    t += ms(2); f.send(t, C, client_hello(rng, sni=None, tls13=False))
+    cert = self_signed_cert("grandma-pc", None, RDP_SERVER_CERT_SEED)
+    t += rtt; t = f.send(t, S, tls12_server_flight(rng, [cert]))
+    t += ms(3); f.send(t, C, tls12_client_finish(rng))
+    t += rtt; f.send(t, S, tls12_server_finish(rng))
+    for k in range(4):
+        t += ms(40); f.send(t, C, appdata(rng, rng.randrange(60, 300)))
+        t += rtt; t = f.send(t, S, appdata(rng, rng.randrange(800, 2600)))
+    return t
+
+
+def build_proxied(name, seed, when, cport, proxy_port, turns, carry, tool, desc, note):
+    """The laptop to a proxy: its opening `turns`, then `carry` (rdp_through, rfb_through)."""
+    cap = Capture(name, seed=seed)
+    f, t = opened(cap, lan_link(PROXY_IP, 50), ts_us(when) + ms(40), cport, proxy_port, turns)
+    t = carry(f, t, cap.rng)
+    f.close(t + sec(2), C)
+    n = write_pcap(OUT / name, cap.render())
+    MANIFEST.append((name, "positive", tool, n, desc))
+    flow_row(name, "tcp", LAPTOP_IP, cport, PROXY_IP, proxy_port, tool, "session", note)
+
+
+def build_proxy_socks5_rdp():
+    build_proxied("proxy-socks5-rdp.pcap", 0x5CA3_0010, "2024-03-08T10:00:00Z", 51410, 1080,
+                  socks5_opening(SCAMMER_IP, 3389, user="grandma"), rdp_through, "rdp",
+                  "SYNTHETIC: laptop to a SOCKS5 proxy (TCP/1080, RFC 1929 user grandma), CONNECT 203.0.113.66:3389; "
+                  "through it an RDP X.224 CR mstshash=grandma + CC (TLS) and a TLS 1.2 handshake",
+                  "SOCKS5 user/password, CONNECT 203.0.113.66:3389, then X.224 CR/CC and TLS")
+
+
+def build_proxy_socks4a_vnc():
+    build_proxied("proxy-socks4a-vnc.pcap", 0x5CA3_0011, "2024-03-08T10:10:00Z", 51420, 1080,
+                  socks4a_opening("desk.example.net", 5900), rfb_through, "vnc",
+                  "SYNTHETIC: laptop to a SOCKS4a proxy (TCP/1080), CONNECT desk.example.net:5900; through it RFB 3.8 "
+                  "(VNC auth, ServerInit grandma-pc, framebuffer updates)",
+                  "SOCKS4a CONNECT desk.example.net:5900, then RFB 003.008 both ways")
+
+
+def build_proxy_connect_anydesk():
+    name = "proxy-connect-anydesk.pcap"
+    cap = Capture(name, seed=0x5CA3_0012)
+    rng = cap.rng
+    cport = 51430
+    relay = "relay-3a4f9c01.net.anydesk.com"
+    f, t = opened(cap, lan_link(PROXY_IP, 50), ts_us("2024-03-08T10:20:00Z") + ms(40), cport, 3128,
+                  connect_opening(relay, 443, agent="AnyDesk/7.1.0"))
+    # REF-AD: SNI relay-..., ALPN anydesk/, certificate O=philandro Software GmbH
+    cert = self_signed_cert("AnyNet Relay", "philandro Software GmbH", "netwatch-synthetic-anynet-relay")
+    t += ms(1); f.send(t, C, client_hello(rng, sni=relay, alpn=("anydesk/7.1.0/windows",), tls13=False))
+    t += ms(30); t = f.send(t, S, tls12_server_flight(rng, [cert], alpn="anydesk/7.1.0/windows"))
+    t += ms(3); f.send(t, C, tls12_client_finish(rng))
+    t += ms(30); f.send(t, S, tls12_server_finish(rng))
+    for k in range(20):                                   # screen updates upstream
+        t += ms(200); t = f.send(t, C, appdata(rng, rng.randrange(900, 1400)))
+        t += ms(30); f.send(t, S, appdata(rng, rng.randrange(40, 90)))
+    f.close(t + sec(1), C)
+    n = write_pcap(OUT / name, cap.render())
+    MANIFEST.append((name, "positive", "anydesk", n,
+                     "SYNTHETIC: laptop to an HTTP proxy (TCP/3128), CONNECT relay-3a4f9c01.net.anydesk.com:443 answered 200; "
+                     "through it AnyDesk's TLS (SNI relay name, ALPN anydesk/7.1.0/windows, cert O=philandro Software GmbH)"))
+    flow_row(name, "tcp", LAPTOP_IP, cport, PROXY_IP, 3128, "anydesk", "relay|session",
+             "HTTP CONNECT relay-3a4f9c01.net.anydesk.com:443, then TLS SNI relay name, ALPN anydesk/")
+
+
+def build_ultravnc_repeater():
+    name = "vnc-ultravnc-repeater.pcap"
+    cap = Capture(name, seed=0x5CA3_0013)
+    rng = cap.rng
+    t0 = ts_us("2024-03-08T10:30:00Z") + ms(40)
+    # Mode II: grandma-pc's VNC server (single-click style) calls the repeater with its ID,
+    # then speaks RFB as the server; the viewer's answers come back through the repeater.
+    sport = 51440
+    block = b"ID:123456".ljust(250, b"\x00")
+    link = Link(PC_MAC, ROUTER_MAC, PC_IP, REPEATER_IP, c_ttl=128, s_ttl=50)
+    f, t = opened(cap, link, t0, sport, 5500, [(C, block)])
+    t = rfb_through(f, t, rng, server=C)
+    f.close(t + sec(1), C)
+    flow_row(name, "tcp", PC_IP, sport, REPEATER_IP, 5500, "vnc", "session",
+             "repeater mode II: 250-byte block ID:123456 from the VNC server, then RFB 003.008 with the server on the client side")
+    # Mode I: the laptop's viewer asks the repeater for host:port after its RFB 000.000 banner.
+    vport = 51441
+    f, t = opened(cap, lan_link(REPEATER_IP, 50), t + sec(5), vport, 5901,
+                  [(S, b"RFB 000.000\n"), (C, b"203.0.113.66:5900".ljust(250, b"\x00"))])
+    t = rfb_through(f, t, rng)
+    f.close(t + sec(1), C)
+    n = write_pcap(OUT / name, cap.render())
+    MANIFEST.append((name, "positive", "vnc", n,
+                     "SYNTHETIC: UltraVNC repeater 198.51.100.90: grandma-pc's server opens with a 250-byte 'ID:123456' block "
+                     "(TCP/5500), the laptop's viewer gets 'RFB 000.000' and sends '203.0.113.66:5900' (TCP/5901); RFB 3.8 follows on both"))
+    flow_row(name, "tcp", LAPTOP_IP, vport, REPEATER_IP, 5901, "vnc", "session",
+             "repeater mode I: RFB 000.000 from the repeater, 250-byte block 203.0.113.66:5900, then RFB 003.008")
+
+
+def dns_tcp_message(txid, name, answer=None):
+    """A DNS query, or with `answer` the response for an A record, with the two-byte
+    length that DNS over TCP puts before each message (RFC 1035 4.2.2)."""
+    if answer is None:
+        msg = DNS(id=txid, rd=1, qd=[DNSQR(qname=name, qtype="A")])
+    else:
+        msg = DNS(id=txid, qr=1, rd=1, ra=1, qd=[DNSQR(qname=name, qtype="A")],
+                  an=[DNSRR(rrname=name, type="A", ttl=300, rdata=answer)])
+    raw = bytes(msg)
+    return u16(len(raw)) + raw
+
+
+def build_dns_tcp():
+    name = "dns-tcp-anydesk.pcap"
+    cap = Capture(name, seed=0x5CA3_0014)
+    rng = cap.rng
+    BOOT, RELAY = "198.51.100.10", "198.51.100.77"
+    relay = "relay-3a4f9c01.net.anydesk.com"
+    cport = 51450
+    f = TCPFlow(cap, dns_link(), cport, 53)
+    t = f.handshake(ts_us("2024-03-08T10:40:00Z") + ms(40), rtt=ms(4))
+    # Two queries pipelined on one connection (RFC 7766 6.2.1); the two answers come back
+    # in one stream, the second one cut across two segments.
+    t += ms(1); f.send(t, C, dns_tcp_message(0x1201, "boot.net.anydesk.com") + dns_tcp_message(0x1202, relay))
+    answers = dns_tcp_message(0x1201, "boot.net.anydesk.com", BOOT) + dns_tcp_message(0x1202, relay, RELAY)
+    cut = len(answers) - 17
+    t += ms(4); f.send(t, S, answers[:cut])
+    t += ms(1); f.send(t, S, answers[cut:])
+    t += ms(2); f.ack(t, C)
+    f.close(t + ms(10), C, rtt=ms(4))
+    flow_row(name, "tcp", LAPTOP_IP, cport, ROUTER_IP, 53, "anydesk", "dns",
+             "DNS over TCP: queries for boot.net.anydesk.com and the relay name in one stream, both answers")
+    # Then TLS to the relay's address with no SNI, no ALPN and a plain certificate: only the
+    # name the TCP answer gave says what it is.
+    rport = 51451
+    g = TCPFlow(cap, lan_link(RELAY, 50), rport, 443)
+    t = g.handshake(t + ms(30), rtt=ms(30))
+    cert = self_signed_cert("server", None, "netwatch-synthetic-plain-server")
+    t += ms(1); g.send(t, C, client_hello(rng, sni=None, tls13=False))
+    t += ms(30); t = g.send(t, S, tls12_server_flight(rng, [cert]))
+    t += ms(3); g.send(t, C, tls12_client_finish(rng))
+    t += ms(30); g.send(t, S, tls12_server_finish(rng))
+    for k in range(6):
+        t += ms(300); t = g.send(t, C, appdata(rng, rng.randrange(900, 1400)))
+    g.close(t + sec(1), C)
+    n = write_pcap(OUT / name, cap.render())
+    MANIFEST.append((name, "positive", "anydesk", n,
+                     "SYNTHETIC: DNS over TCP/53 to the router: two pipelined queries (boot.net.anydesk.com, "
+                     "relay-3a4f9c01.net.anydesk.com) and their answers (the second split over two segments); then TLS "
+                     "with no SNI or ALPN to the relay's address"))
+    flow_row(name, "tcp", LAPTOP_IP, rport, RELAY, 443, "anydesk", "relay|session",
+             "TLS 1.2 without SNI/ALPN to the address the TCP DNS answer named relay-3a4f9c01.net.anydesk.com")
+
+
+def rdg_packet(ptype, body):
+    """An HTTP_PACKET of the RD Gateway's HTTP transport (MS-TSGU 2.2.10.1): packetType,
+    reserved, packetLength (header included), little endian."""
+    return struct.pack("<HHI", ptype, 0, 8 + len(body)) + body
+
+
+def build_rd_gateway():
+    """RDP through a plain-HTTP RD Gateway (MS-TSGU 3.3.5.1, HTTP transport): an OUT
+    channel (RDG_OUT_DATA, 200, the server's handshake response 0x2, then data packets 0xA)
+    and an IN channel (RDG_IN_DATA, the client's handshake request 0x1 and data)."""
+    name = "rdp-gateway-http.pcap"
+    cap = Capture(name, seed=0x5CA3_0016)
+    rng = cap.rng
+    GW = "198.51.100.20"
+    t = ts_us("2024-03-08T11:00:00Z") + ms(40)
+    head = ("{method} /remoteDesktopGateway/ HTTP/1.1\r\nHost: gw.example.net\r\nAccept: */*\r\n"
+            "Cache-Control: no-cache\r\nPragma: no-cache\r\nConnection: Keep-Alive\r\n"
+            "Content-Length: {length}\r\nRDG-Connection-Id: {{958F92D8-DA20-467A-BBE3-65E7E9B4EDCF}}\r\n"
+            "Authorization: Basic Z3JhbmRtYTpwdw==\r\n\r\n")
+    out, t = opened(cap, lan_link(GW, 50), t, 51470, 80,
+                    [(C, head.format(method="RDG_OUT_DATA", length=0).encode()),
+                     (S, b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n")])
+    # HTTP_HANDSHAKE_RESPONSE_PACKET (2.2.10.11): errorCode, verMajor 1, verMinor 0,
+    # serverVersion, extendedAuth
+    t += ms(30); out.send(t, S, rdg_packet(0x2, struct.pack("<IBBHH", 0, 1, 0, 0, 0)))
+    inn, t = opened(cap, lan_link(GW, 50), t + ms(5), 51471, 80,
+                    [(C, head.format(method="RDG_IN_DATA", length=1073741824).encode()
+                      # HTTP_HANDSHAKE_REQUEST_PACKET (2.2.10.10): verMajor 1, verMinor 0,
+                      # clientVersion, extendedAuth
+                      + rdg_packet(0x1, struct.pack("<BBHH", 1, 0, 0, 0)))])
+    for k in range(4):                                    # PKT_TYPE_DATA both ways
+        t += ms(40); inn.send(t, C, rdg_packet(0xA, u16(200) + rng.randbytes(200)))
+        t += ms(30); out.send(t, S, rdg_packet(0xA, u16(1200) + rng.randbytes(1200)))
+    inn.close(t + sec(1), C)
+    out.close(t + sec(1), C)
+    n = write_pcap(OUT / name, cap.render())
+    MANIFEST.append((name, "positive", "rdp", n,
+                     "SYNTHETIC: RDP through a plain-HTTP RD Gateway (gw.example.net, TCP/80): RDG_OUT_DATA answered 200 "
+                     "then HTTP_PACKET handshake response and data; RDG_IN_DATA with the handshake request and data"))
+    flow_row(name, "tcp", LAPTOP_IP, 51470, GW, 80, "rdp", "session",
+             "RD Gateway OUT channel: RDG_OUT_DATA, 200, PKT_TYPE_HANDSHAKE_RESPONSE then PKT_TYPE_DATA")
+    flow_row(name, "tcp", LAPTOP_IP, 51471, GW, 80, "rdp", "session",
+             "RD Gateway IN channel: RDG_IN_DATA with PKT_TYPE_HANDSHAKE_REQUEST then PKT_TYPE_DATA, no answer yet")
+
+
+def build_neg_proxy_web():
+    name = "neg-proxy-web.pcap"
+    cap = Capture(name, seed=0x5CA3_0015)
+    rng = cap.rng
+    t = ts_us("2024-03-08T10:50:00Z") + ms(40)
+    # online banking through the household's HTTP proxy
+    f, t = opened(cap, lan_link(PROXY_IP, 50), t, 51460, 3128, connect_opening("www.kbc.be", 443))
+    t = tls13_through(f, t, rng, "www.kbc.be", records=(1300, 1300, 700))
+    f.close(t + sec(1), C)
+    flow_row(name, "tcp", LAPTOP_IP, 51460, PROXY_IP, 3128, "none", "-",
+             "HTTP CONNECT www.kbc.be:443 then TLS 1.3: banking through a proxy, not remote access")
+    # an ordinary HTTPS site through SOCKS5 (name given to the proxy)
+    f, t = opened(cap, lan_link(PROXY_IP, 50), t + sec(3), 51461, 1080, socks5_opening("www.example.org", 443))
+    t = tls13_through(f, t, rng, "www.example.org")
+    f.close(t + sec(1), C)
+    flow_row(name, "tcp", LAPTOP_IP, 51461, PROXY_IP, 1080, "none", "-",
+             "SOCKS5 CONNECT www.example.org:443 then TLS 1.3: ordinary web")
+    # a SOCKS5 opening to the RDP port with nothing after it
+    f, t = opened(cap, lan_link(PROXY_IP, 50), t + sec(3), 51462, 1080, socks5_opening(SCAMMER_IP, 3389))
+    f.close(t + sec(2), C)
+    flow_row(name, "tcp", LAPTOP_IP, 51462, PROXY_IP, 1080, "none", "-",
+             "SOCKS5 CONNECT 203.0.113.66:3389 answered, then closed: an opening alone is not a session")
+    n = write_pcap(OUT / name, cap.render())
+    MANIFEST.append((name, "negative", "-", n,
+                     "SYNTHETIC: HARD NEGATIVE: proxies without remote access: HTTP CONNECT to www.kbc.be:443 with TLS 1.3 "
+                     "banking, SOCKS5 to www.example.org:443 with TLS 1.3, a SOCKS5 CONNECT to TCP/3389 with nothing after it"))
+
+
 def main():
     build_demo()
     build_rdp("split")
@@ -1185,6 +1496,13 @@ def main():
     build_session_snaplen()
     build_session_idle_teamviewer()
     build_session_return()
+    build_proxy_socks5_rdp()
+    build_proxy_socks4a_vnc()
+    build_proxy_connect_anydesk()
+    build_ultravnc_repeater()
+    build_dns_tcp()
+    build_neg_proxy_web()
+    build_rd_gateway()
     for _, _, _, _, d in MANIFEST:
         assert d.startswith("SYNTHETIC:")
     with open(OUT / "MANIFEST.tsv", "w", encoding="utf-8", newline="\n") as fh:
