@@ -451,3 +451,32 @@ def test_the_pcap_source_through_the_daemon_finds_what_replay_finds(tmp_path: Pa
 
     assert found(live) == found(replayed) != []
     assert all(e.get("in_iface") == str(demo) for e in live if e["event_type"] != "stats")
+
+
+def test_the_dnslog_source_through_the_daemon_turns_lookups_into_evidence(tmp_path: Path
+                                                                         ) -> None:
+    from test_dnslog import lines_at
+
+    log = tmp_path / "dnsmasq.log"
+    log.write_text("", encoding="utf-8")
+    s = Settings(source="dnslog", dnslog=str(log), resolver="10.73.0.53",
+                 household=str(_household(tmp_path)), state_dir=str(tmp_path / "state"),
+                 eve_log=str(tmp_path / "eve.json"), metrics_listen="off",
+                 control_listen="off")
+    d = Daemon(s)
+    d.start()
+    d.step(0)  # following the log from its end now
+    with log.open("a", encoding="utf-8") as fh:  # the resolver writes after netwatch starts
+        fh.write(lines_at(datetime.now(UTC), "query[A] boot.net.anydesk.com from 10.99.0.1",
+                          "reply boot.net.anydesk.com is 10.73.9.9"))
+    fed = 0
+    for _ in range(50):
+        fed += d.step(0.1)
+        if fed:
+            break
+    d.step(1.0)  # the lookup's answer closes it
+    d.shutdown()
+    events = [json.loads(x) for x in (tmp_path / "eve.json").read_text().splitlines()]
+    found = [(e["remote_access"]["tool"], e["src_ip"]) for e in events
+             if e["event_type"] == "remote_access"]
+    assert fed == 1 and ("anydesk", "10.99.0.1") in found
