@@ -805,10 +805,12 @@ class Pipeline:
     # ------------------------------------------------------------------ a resolver's log
 
     def feed_lookups(self, lookups: Iterable[DnsLookup]) -> None:
-        """Lookups read from the LAN resolver's log (netwatch.sources.dnslog)."""
+        """Lookups read from the LAN resolver's log (netwatch.sources.dnslog). The last one's
+        time is the source's latest news, as a packet's is (the health check reads it)."""
         for lk in lookups:
             self.dns_lookup(lk.ts, lk.client, lk.qname, lk.answers, lk.chain, lk.resolver,
                             blocked=lk.outcome == "blocked")
+            self.last_packet_ts = lk.ts
 
     def dns_lookup(self, ts: float, client_ip: str, qname: str, answers: Iterable[str] = (),
                    chain: Iterable[str] = (), resolver_ip: str = LOCAL_RESOLVER,

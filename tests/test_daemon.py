@@ -480,3 +480,4 @@ def test_the_dnslog_source_through_the_daemon_turns_lookups_into_evidence(tmp_pa
     found = [(e["remote_access"]["tool"], e["src_ip"]) for e in events
              if e["event_type"] == "remote_access"]
     assert fed == 1 and ("anydesk", "10.99.0.1") in found
+    assert d.pipe is not None and d.pipe.last_packet_ts > 0  # the health check's news
