@@ -136,6 +136,13 @@ def build_metrics(pipe: Pipeline, s: Settings, source: LiveSource) -> Any:
                          f"{e.strerror or e}") from None
 
 
+def _ids(user: str) -> tuple[int, int]:
+    import pwd
+
+    pw = pwd.getpwnam(user)
+    return pw.pw_uid, pw.pw_gid
+
+
 # ------------------------------------------------------------------ alert delivery
 
 
@@ -305,7 +312,13 @@ class Daemon:
             keep.append(CAP_NET_ADMIN)  # its nftables rules are removed at exit
         try:
             chown_tree(self.s.state_dir, user)
-            if self.s.eve_log:
+            if self.s.eve_log and self.s.eve_log != "-":
+                # The log is moved to PATH.1 at its size cap and made anew after logrotate:
+                # the user needs its folder too, when the folder is netwatch's own
+                # (/var/log/netwatch), never a shared one like /var/log.
+                folder = os.path.dirname(os.path.abspath(self.s.eve_log))
+                if "netwatch" in os.path.basename(folder):
+                    os.chown(folder, *_ids(user))
                 chown_tree(self.s.eve_log, user)
             drop_privileges(user, keep)
         except (PrivilegeError, KeyError, OSError) as e:
