@@ -173,8 +173,9 @@ devices:
 def _netwatch_run(ns: str, args: list[str], err: Path, env: dict[str, str] | None = None
                   ) -> Iterator[subprocess.Popen[str]]:
     """``netwatch run ARGS`` in the namespace (bounded by timeout), standard error to
-    ``err``; killed at the end if still running."""
+    ``err``; killed with its group at the end if still running (a failed test too)."""
     with open(err, "w", encoding="utf-8") as err_fh:
+        # ip execs timeout, which leads a process group of its own with netwatch in it.
         proc = subprocess.Popen(["ip", "netns", "exec", ns, "timeout", "60", sys.executable,
                                  "-m", "netwatch", "run", *args],
                                 stderr=err_fh, stdout=subprocess.DEVNULL, text=True, cwd=ROOT,
@@ -183,7 +184,9 @@ def _netwatch_run(ns: str, args: list[str], err: Path, env: dict[str, str] | Non
             yield proc
         finally:
             if proc.poll() is None:
-                proc.kill()
+                # The whole group: killing timeout alone would leave netwatch running.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
 
 
