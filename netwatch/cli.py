@@ -503,13 +503,17 @@ def control_log(state_dir: str, fmt: str) -> None:
     if not records:
         click.echo("no actions recorded")
         return
+    from .messages import shown
+
     for r in records:
         d = r.as_dict()
         what = r.action + (f" until {d['until']}" if r.until is not None else "")
-        click.echo(f"{d['at']}  {r.carer}: {what}, session {r.session_id} (alert "
-                   f"{r.alert_id}) on {r.device or 'unknown device'}; from {r.client}"
-                   f"{' (' + r.user_agent + ')' if r.user_agent else ''}: {r.outcome} "
-                   f"[#{r.ref}]")
+        # The client address may carry X-Forwarded-For and the User-Agent is the client's
+        # own: both are shown escaped, and so are the names the link carried.
+        click.echo(f"{d['at']}  {shown(r.carer)}: {what}, session {r.session_id} (alert "
+                   f"{shown(r.alert_id)}) on {shown(r.device or 'unknown device')}; from "
+                   f"{shown(r.client)}{' (' + shown(r.user_agent) + ')' if r.user_agent else ''}"
+                   f": {r.outcome} [#{r.ref}]")
 
 
 # ------------------------------------------------------------------ alerts (outbox, senders)

@@ -56,6 +56,7 @@ from urllib.parse import unquote, urlsplit
 
 from .actions import LANGUAGES, ActionRefused, ActionRequest, peek_lang, token_ref, verify
 from .eventlog import iso_timestamp
+from .messages import shown
 
 log = logging.getLogger("netwatch.control")
 
@@ -387,8 +388,9 @@ class ControlService:
             log.error("control: cannot append to the event log %s: %s", self.events.path,
                       e.strerror or e)
         log.info("control: %s %s of session %d (alert %s, %s) by %s from %s: %s", rec.ref,
-                 rec.action, rec.session_id, rec.alert_id, rec.device or "unknown device",
-                 rec.carer, rec.client, outcome)
+                 rec.action, rec.session_id, shown(rec.alert_id),
+                 shown(rec.device or "unknown device"), shown(rec.carer), shown(rec.client),
+                 outcome)
         return Outcome(req, rec, event, outcome)
 
 
@@ -555,9 +557,10 @@ _T: dict[str, dict[str, str]] = {
 
 
 def text(lang: str, key: str, **values: Any) -> str:
-    """A page sentence in ``lang`` with ``values`` filled in (HTML-escaped)."""
+    """A page sentence in ``lang`` with ``values`` filled in (shown escaped, then
+    HTML-escaped: a device name from a link cannot reverse the page's text either)."""
     t = _T.get(lang, _T["en"])[key]
-    return t.format(**{k: html.escape(str(v)) for k, v in values.items()}) if values else t
+    return t.format(**{k: html.escape(shown(v)) for k, v in values.items()}) if values else t
 
 
 def duration_text(seconds: int, lang: str) -> str:
@@ -738,15 +741,15 @@ class ControlHandler(BaseHTTPRequestHandler):
     # -- logging: never the token, never to stderr directly
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
-        log.info("control: %s %s", self.client_address[0], redact(format % args))
+        log.info("control: %s %s", self.client_address[0], shown(redact(format % args)))
 
     def log_error(self, format: str, *args: Any) -> None:  # noqa: A002
-        log.warning("control: %s %s", self.client_address[0], redact(format % args))
+        log.warning("control: %s %s", self.client_address[0], shown(redact(format % args)))
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         path = redact(urlsplit(getattr(self, "path", "")).path)
         log.info("control: %s %s %s -> %s", self.client_address[0],
-                 getattr(self, "command", None) or "-", path or "-", code)
+                 shown(getattr(self, "command", None) or "-"), shown(path or "-"), code)
 
     def send_error(self, code: int, message: str | None = None,
                    explain: str | None = None) -> None:
@@ -822,7 +825,7 @@ class ControlHandler(BaseHTTPRequestHandler):
         try:
             out = service.act(token, now, client=client, user_agent=ua)
         except ActionRefused as r:
-            log.info("control: %s refused %s link: %s", client, "#" + token_ref(token),
+            log.info("control: %s refused %s link: %s", shown(client), "#" + token_ref(token),
                      r.reason_code)
             status, body = refusal_page(r, self._lang(token, r.request), now, self.server.tz)
             self._send(status, body)
