@@ -600,12 +600,17 @@ def alert_test(household_file: str, state_dir: str | None) -> None:
               help="Messages per address and hour at most (0: no limit); more wait.")
 @click.option("--max-attempts", default=50, show_default=True, type=click.IntRange(min=1),
               help="Attempts before a message is given up (kept as failed).")
+@click.option("--send-deadline", default=30.0, show_default=True,
+              type=click.FloatRange(min=1.0),
+              help="Seconds one send may take in all (connect, request, answer); a receiver "
+                   "still answering then is cut off and retried later.")
 def alert_deliver(state_dir: str, once: bool, interval: float, min_interval: float,
-                  max_per_hour: int, max_attempts: int) -> None:
+                  max_per_hour: int, max_attempts: int, send_deadline: float) -> None:
     """Send what waits in the alert outbox, until SIGTERM or SIGINT (or one pass: --once).
 
     Failed deliveries are retried with backoff; rate limits hold updates of one session
-    back. Addresses are only ever shown masked. Exit code 0.
+    back; each address is served on its own, so a slow one holds back no other. Addresses
+    are only ever shown masked. Exit code 0.
     """
     import logging
     import signal
@@ -630,7 +635,7 @@ def alert_deliver(state_dir: str, once: bool, interval: float, min_interval: flo
                      max_attempts=max_attempts)
     except (OSError, ValueError, sqlite3.Error) as e:
         raise click.ClickException(f"cannot use state folder {state_dir}: {e}") from None
-    senders = Senders()
+    senders = Senders(deadline=send_deadline)
     if not once:
         # Said once the stop signals are handled: a service manager (or a test) knows the
         # worker is up and will stop cleanly.
