@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from conftest import control_server
 from netwatch.actions import load_or_create_secret, make_link
 from netwatch.cli import main
-from netwatch.control import ControlService, ControlStore, DryRunBlocker, make_server
 from netwatch.messages import reason
 from netwatch.pipeline import Counters, Finding, Result
 from netwatch.recognisers import Detection, Evidence
@@ -64,21 +63,8 @@ def test_a_bank_named_by_its_dns_name_is_escaped_in_the_reason() -> None:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[int, Path, bytes]]:
     state = tmp_path / "state"
-    secret = load_or_create_secret(state)
-    service = ControlService(secret, ControlStore(state), DryRunBlocker())
-    srv = make_server(service, "127.0.0.1", 0)
-    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True)
-    t.start()
-    stopper = threading.Timer(30, srv.shutdown)
-    stopper.start()
-    try:
-        yield srv.server_address[1], state, secret
-    finally:
-        stopper.cancel()
-        srv.shutdown()
-        srv.server_close()
-        t.join(5)
+    with control_server(state) as srv:
+        yield srv.server_address[1], state, load_or_create_secret(state)
 
 
 def _exchange(port: int, head: bytes) -> bytes:
