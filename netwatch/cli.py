@@ -20,6 +20,7 @@ from .signatures import DEFAULT_DIR, SignatureError, SignatureSet, load_dir, loa
 from .sources.capture import CaptureError, ReadStats
 
 EXIT_INPUT_ERROR = 2
+EXIT_NOT_QUEUED = 1  # replay --notify: alerts found but not written to the outbox
 
 
 def _signatures(path: str) -> SignatureSet:
@@ -76,7 +77,8 @@ def replay(captures: tuple[str, ...], eve_log: str | None, fmt: str, sig_dir: st
 
     Prints what was found: which device talked to which remote-access tool, when, and how
     it was recognised. Unreadable files are reported on one line each and skipped; the exit
-    code is then 2.
+    code is then 2. With --notify, a state folder that is read-only or full is said on one
+    line; detection, the summary and the event log go on, and the exit code is 1.
     """
     sigs = _signatures(sig_dir)
     household = None
@@ -95,7 +97,8 @@ def replay(captures: tuple[str, ...], eve_log: str | None, fmt: str, sig_dir: st
             raise click.UsageError("--notify needs --household (who are the carers?)")
         from .notify import Notifier
 
-        notifier = Notifier(household, notify_dir, control_url)
+        notifier = Notifier(household, notify_dir, control_url,
+                            warn=lambda line: click.echo(f"netwatch: {line}", err=True))
         pipe.on_alert.append(notifier.handle)
     failed = 0
     warnings: list[str] = []
@@ -114,9 +117,16 @@ def replay(captures: tuple[str, ...], eve_log: str | None, fmt: str, sig_dir: st
             warnings.append(msg)
             click.echo(msg, err=True)
     result: Result = pipe.finish()
+    unqueued = 0
     if notifier is not None:
-        click.echo(f"netwatch: {notifier.queued} message(s) queued in {notify_dir} for "
-                   "'netwatch alert deliver'", err=True)
+        notifier.flush()
+        unqueued = notifier.unqueued_count + notifier.dropped
+        if unqueued:
+            click.echo(f"netwatch: alerts: cannot queue {unqueued} message(s) in {notify_dir}"
+                       f" ({notifier.problem}); {notifier.queued} queued", err=True)
+        else:
+            click.echo(f"netwatch: {notifier.queued} message(s) queued in {notify_dir} for "
+                       "'netwatch alert deliver'", err=True)
     log.write(pipe.stats_event())
     log.close()
     out = sys.stderr if eve_log == "-" else sys.stdout
@@ -126,6 +136,8 @@ def replay(captures: tuple[str, ...], eve_log: str | None, fmt: str, sig_dir: st
         click.echo(summary_text(result, captures), file=out, nl=False)
     if failed:
         sys.exit(EXIT_INPUT_ERROR)
+    if unqueued:
+        sys.exit(EXIT_NOT_QUEUED)
 
 
 @main.group()
