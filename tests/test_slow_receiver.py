@@ -22,7 +22,7 @@ from test_outbox import stop, wait_for, worker
 from test_senders import FakeNtfy, make_message
 
 from netwatch.outbox import Outbox
-from netwatch.senders import Senders
+from netwatch.senders import DeliveryId, SendError, Senders
 
 DRIP_S = 4.0  # one byte every 4 s: under the 10 s socket timeout
 SERVER_BUDGET_S = 16.0  # the server hangs up by itself after this
@@ -155,3 +155,13 @@ def test_the_worker_stops_at_sigterm_during_a_dripping_send(
     # the send's deadline): it did not wait for the send to end.
     assert drip.cut_by_client
     print(f"\nworker stopped {stopped - signalled:.2f} s after SIGTERM in a dripping send")
+
+
+def test_a_mail_server_dripping_its_greeting_is_cut_at_the_deadline(
+        dripping: DrippingServer) -> None:
+    url = f"mailto://alice:pw@127.0.0.1:{dripping.port}?to=pieter@example.org"
+    with pytest.raises(SendError, match="connect: no complete answer within 2 s"):
+        Senders(timeout=10.0, deadline=2.0).send(url, make_message(),
+                                                 DeliveryId(1, 1, "test", "1:Pieter"))
+    assert wait_for(lambda: bool(dripping.connections) and dripping.connections[0].cut_by_client,
+                    5)
