@@ -21,6 +21,7 @@ from .sources.capture import CaptureError, ReadStats
 
 EXIT_INPUT_ERROR = 2
 BLOCK_BACKENDS = ("auto", "nftables", "dry-run")  # netwatch.block.layer.BACKENDS
+EXIT_NOT_QUEUED = 1  # replay --notify: alerts found but not written to the outbox
 
 
 def _signatures(path: str) -> SignatureSet:
@@ -90,7 +91,8 @@ def replay(captures: tuple[str, ...], eve_log: str | None, fmt: str, sig_dir: st
 
     Prints what was found: which device talked to which remote-access tool, when, and how
     it was recognised. Unreadable files are reported on one line each and skipped; the exit
-    code is then 2.
+    code is then 2. With --notify, a state folder that is read-only or full is said on one
+    line; detection, the summary and the event log go on, and the exit code is 1.
     """
     sigs = _signatures(sig_dir)
     household = None
@@ -109,7 +111,8 @@ def replay(captures: tuple[str, ...], eve_log: str | None, fmt: str, sig_dir: st
             raise click.UsageError("--notify needs --household (who are the carers?)")
         from .notify import Notifier
 
-        notifier = Notifier(household, notify_dir, control_url)
+        notifier = Notifier(household, notify_dir, control_url,
+                            warn=lambda line: click.echo(f"netwatch: {line}", err=True))
         pipe.on_alert.append(notifier.handle)
     failed = 0
     warnings: list[str] = []
@@ -128,9 +131,16 @@ def replay(captures: tuple[str, ...], eve_log: str | None, fmt: str, sig_dir: st
             warnings.append(msg)
             click.echo(msg, err=True)
     result: Result = pipe.finish()
+    unqueued = 0
     if notifier is not None:
-        click.echo(f"netwatch: {notifier.queued} message(s) queued in {notify_dir} for "
-                   "'netwatch alert deliver'", err=True)
+        notifier.flush()
+        unqueued = notifier.unqueued_count + notifier.dropped
+        if unqueued:
+            click.echo(f"netwatch: alerts: cannot queue {unqueued} message(s) in {notify_dir}"
+                       f" ({notifier.problem}); {notifier.queued} queued", err=True)
+        else:
+            click.echo(f"netwatch: {notifier.queued} message(s) queued in {notify_dir} for "
+                       "'netwatch alert deliver'", err=True)
     log.write(pipe.stats_event())
     log.close()
     out = sys.stderr if eve_log == "-" else sys.stdout
@@ -140,6 +150,8 @@ def replay(captures: tuple[str, ...], eve_log: str | None, fmt: str, sig_dir: st
         click.echo(summary_text(result, captures), file=out, nl=False)
     if failed:
         sys.exit(EXIT_INPUT_ERROR)
+    if unqueued:
+        sys.exit(EXIT_NOT_QUEUED)
 
 
 @main.group()
@@ -610,13 +622,17 @@ def control_log(state_dir: str, fmt: str) -> None:
     if not records:
         click.echo("no actions recorded")
         return
+    from .messages import shown
+
     for r in records:
         d = r.as_dict()
         what = r.action + (f" until {d['until']}" if r.until is not None else "")
-        click.echo(f"{d['at']}  {r.carer}: {what}, session {r.session_id} (alert "
-                   f"{r.alert_id}) on {r.device or 'unknown device'}; from {r.client}"
-                   f"{' (' + r.user_agent + ')' if r.user_agent else ''}: {r.outcome} "
-                   f"[#{r.ref}]")
+        # The client address may carry X-Forwarded-For and the User-Agent is the client's
+        # own: both are shown escaped, and so are the names the link carried.
+        click.echo(f"{d['at']}  {shown(r.carer)}: {what}, session {r.session_id} (alert "
+                   f"{shown(r.alert_id)}) on {shown(r.device or 'unknown device')}; from "
+                   f"{shown(r.client)}{' (' + shown(r.user_agent) + ')' if r.user_agent else ''}"
+                   f": {r.outcome} [#{r.ref}]")
 
 
 # ------------------------------------------------------------------ blocking
@@ -876,12 +892,17 @@ def alert_test(household_file: str, state_dir: str | None) -> None:
               help="Messages per address and hour at most (0: no limit); more wait.")
 @click.option("--max-attempts", default=50, show_default=True, type=click.IntRange(min=1),
               help="Attempts before a message is given up (kept as failed).")
+@click.option("--send-deadline", default=30.0, show_default=True,
+              type=click.FloatRange(min=1.0),
+              help="Seconds one send may take in all (connect, request, answer); a receiver "
+                   "still answering then is cut off and retried later.")
 def alert_deliver(state_dir: str, once: bool, interval: float, min_interval: float,
-                  max_per_hour: int, max_attempts: int) -> None:
+                  max_per_hour: int, max_attempts: int, send_deadline: float) -> None:
     """Send what waits in the alert outbox, until SIGTERM or SIGINT (or one pass: --once).
 
     Failed deliveries are retried with backoff; rate limits hold updates of one session
-    back. Addresses are only ever shown masked. Exit code 0.
+    back; each address is served on its own, so a slow one holds back no other. Addresses
+    are only ever shown masked. Exit code 0.
     """
     import logging
     import signal
@@ -906,7 +927,7 @@ def alert_deliver(state_dir: str, once: bool, interval: float, min_interval: flo
                      max_attempts=max_attempts)
     except (OSError, ValueError, sqlite3.Error) as e:
         raise click.ClickException(f"cannot use state folder {state_dir}: {e}") from None
-    senders = Senders()
+    senders = Senders(deadline=send_deadline)
     if not once:
         # Said once the stop signals are handled: a service manager (or a test) knows the
         # worker is up and will stop cleanly.

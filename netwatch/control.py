@@ -57,6 +57,7 @@ from urllib.parse import unquote, urlsplit
 
 from .actions import LANGUAGES, ActionRefused, ActionRequest, peek_lang, token_ref, verify
 from .eventlog import eve_line, iso_timestamp
+from .messages import shown
 
 log = logging.getLogger("netwatch.control")
 
@@ -388,8 +389,9 @@ class ControlService:
             log.error("control: cannot append to the event log %s: %s", self.events.path,
                       e.strerror or e)
         log.info("control: %s %s of session %d (alert %s, %s) by %s from %s: %s", rec.ref,
-                 rec.action, rec.session_id, rec.alert_id, rec.device or "unknown device",
-                 rec.carer, rec.client, outcome)
+                 rec.action, rec.session_id, shown(rec.alert_id),
+                 shown(rec.device or "unknown device"), shown(rec.carer), shown(rec.client),
+                 outcome)
         return Outcome(req, rec, event, outcome)
 
 
@@ -556,9 +558,10 @@ _T: dict[str, dict[str, str]] = {
 
 
 def text(lang: str, key: str, **values: Any) -> str:
-    """A page sentence in ``lang`` with ``values`` filled in (HTML-escaped)."""
+    """A page sentence in ``lang`` with ``values`` filled in (shown escaped, then
+    HTML-escaped: a device name from a link cannot reverse the page's text either)."""
     t = _T.get(lang, _T["en"])[key]
-    return t.format(**{k: html.escape(str(v)) for k, v in values.items()}) if values else t
+    return t.format(**{k: html.escape(shown(v)) for k, v in values.items()}) if values else t
 
 
 def duration_text(seconds: int, lang: str) -> str:
@@ -706,23 +709,121 @@ _HEADERS = (
 )
 
 
+# Bounds against slow and many clients (slowloris). A carer's phone sends a request of a
+# few hundred bytes at once and opens one or two connections; a browser opens up to six per
+# host. Apache's mod_reqtimeout reads headers within 20-40 s at 500 B/s; nginx closes after
+# 60 s without a header read. Here a request must be complete within REQUEST_DEADLINE_S in
+# all, however it trickles: a dripped byte every few seconds restarts no timer.
+MAX_CONNECTIONS = 64  # open at once (one thread each), from everyone
+MAX_PER_CLIENT = 8  # open at once from one address: a browser's six, and some room
+REQUEST_DEADLINE_S = 10.0  # to send the request line, headers and body, in all
+READ_TIMEOUT_S = 5.0  # for each read of it
+LISTEN_BACKLOG = 128  # socketserver's 5 drops connections in a burst; Linux's old SOMAXCONN
+REFUSAL_LOG_EVERY_S = 60.0  # refused connections are logged as a count, this often
+
+
+@dataclass(slots=True)
+class _Connection:
+    client: str
+    opened: float  # time.monotonic()
+    reading: bool = True  # still sending its request
+    cut: bool = False
+
+
 class ControlHTTPServer(ThreadingHTTPServer):
+    """The endpoint's server: a thread per connection, with the bounds above. Over
+    ``max_per_client`` a new connection is closed at once; at ``max_connections`` the
+    oldest one still sending its request makes room (else the new one is closed); a
+    request not complete within ``request_deadline_s`` is cut."""
+
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, address: tuple[str, int], service: ControlService, *,
-                 clock: Callable[[], float] = time.time, tz: tzinfo | None = None):
+                 clock: Callable[[], float] = time.time, tz: tzinfo | None = None,
+                 max_connections: int = MAX_CONNECTIONS, max_per_client: int = MAX_PER_CLIENT,
+                 request_deadline_s: float = REQUEST_DEADLINE_S):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, ControlHandler)
         self.service = service
         self.clock = clock
         self.tz = tz
+        self.max_connections = max_connections
+        self.max_per_client = max_per_client
+        self.request_deadline_s = request_deadline_s
+        self._open: dict[Any, _Connection] = {}
+        self._open_lock = threading.Lock()
+        self.refused = 0  # connections closed at once by the caps, since the start
+        self.cut = 0  # connections cut for not sending their request in time
+        self._logged = (0, 0, time.monotonic())
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        client = str(client_address[0])
+        now = time.monotonic()
+        with self._open_lock:
+            mine = sum(1 for c in self._open.values() if c.client == client)
+            room = mine < self.max_per_client
+            if room and len(self._open) >= self.max_connections:
+                slow = [(c.opened, r) for r, c in self._open.items() if c.reading and not c.cut]
+                room = bool(slow)
+                if slow:
+                    self._cut(min(slow, key=lambda x: x[0])[1])
+            if room:
+                self._open[request] = _Connection(client, now)
+            else:
+                self.refused += 1
+        if not room:
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._open_lock:
+                self._open.pop(request, None)
+
+    def request_read(self, request: Any) -> None:
+        """The handler has the whole request: the deadline no longer applies."""
+        with self._open_lock:
+            conn = self._open.get(request)
+            if conn is not None:
+                conn.reading = False
+
+    def _cut(self, request: Any) -> None:
+        """End a connection's blocked read at once (called with the lock held)."""
+        self._open[request].cut = True
+        self.cut += 1
+        try:
+            request.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already gone
+
+    def service_actions(self) -> None:
+        # Called by serve_forever's loop at least every poll interval.
+        now = time.monotonic()
+        with self._open_lock:
+            for request, conn in list(self._open.items()):
+                if conn.reading and not conn.cut and \
+                        now - conn.opened > self.request_deadline_s:
+                    self._cut(request)
+        refused, cut, at = self._logged
+        if (self.refused, self.cut) != (refused, cut) and now - at >= REFUSAL_LOG_EVERY_S:
+            log.warning("control: %d connection(s) refused (over %d open, or %d from one "
+                        "address) and %d cut (request not sent within %g s) since the start",
+                        self.refused, self.max_connections, self.max_per_client, self.cut,
+                        self.request_deadline_s)
+            self._logged = (self.refused, self.cut, now)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         import sys
 
         e = sys.exc_info()[1]
+        if isinstance(e, OSError) and self._open.get(request, _Connection("", 0)).cut:
+            return  # cut by the deadline: counted, not an error
         log.error("control: error while answering %s: %s: %s", client_address[0],
                   type(e).__name__, redact(str(e)))
 
@@ -731,7 +832,13 @@ class ControlHandler(BaseHTTPRequestHandler):
     server: ControlHTTPServer
     server_version = "netwatch-control"
     sys_version = ""
-    timeout = 20  # seconds a client may take to send its request
+    timeout = READ_TIMEOUT_S  # each read; the whole request: REQUEST_DEADLINE_S
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        if ok and self.command != "POST":  # a POST has its body still to come
+            self.server.request_read(self.request)
+        return ok
 
     def version_string(self) -> str:
         return self.server_version
@@ -739,15 +846,15 @@ class ControlHandler(BaseHTTPRequestHandler):
     # -- logging: never the token, never to stderr directly
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
-        log.info("control: %s %s", self.client_address[0], redact(format % args))
+        log.info("control: %s %s", self.client_address[0], shown(redact(format % args)))
 
     def log_error(self, format: str, *args: Any) -> None:  # noqa: A002
-        log.warning("control: %s %s", self.client_address[0], redact(format % args))
+        log.warning("control: %s %s", self.client_address[0], shown(redact(format % args)))
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         path = redact(urlsplit(getattr(self, "path", "")).path)
         log.info("control: %s %s %s -> %s", self.client_address[0],
-                 getattr(self, "command", None) or "-", path or "-", code)
+                 shown(getattr(self, "command", None) or "-"), shown(path or "-"), code)
 
     def send_error(self, code: int, message: str | None = None,
                    explain: str | None = None) -> None:
@@ -809,6 +916,7 @@ class ControlHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib name
         self._drain()
+        self.server.request_read(self.request)
         token = self._token()
         if token is None:
             self._not_found()
@@ -823,7 +931,7 @@ class ControlHandler(BaseHTTPRequestHandler):
         try:
             out = service.act(token, now, client=client, user_agent=ua)
         except ActionRefused as r:
-            log.info("control: %s refused %s link: %s", client, "#" + token_ref(token),
+            log.info("control: %s refused %s link: %s", shown(client), "#" + token_ref(token),
                      r.reason_code)
             status, body = refusal_page(r, self._lang(token, r.request), now, self.server.tz)
             self._send(status, body)
@@ -850,10 +958,13 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 def make_server(service: ControlService, host: str = "127.0.0.1", port: int = 8787, *,
-                clock: Callable[[], float] = time.time,
-                tz: tzinfo | None = None) -> ControlHTTPServer:
+                clock: Callable[[], float] = time.time, tz: tzinfo | None = None,
+                max_connections: int = MAX_CONNECTIONS, max_per_client: int = MAX_PER_CLIENT,
+                request_deadline_s: float = REQUEST_DEADLINE_S) -> ControlHTTPServer:
     """A bound (not yet serving) control server; ``port`` 0 picks a free one."""
-    return ControlHTTPServer((host, port), service, clock=clock, tz=tz)
+    return ControlHTTPServer((host, port), service, clock=clock, tz=tz,
+                             max_connections=max_connections, max_per_client=max_per_client,
+                             request_deadline_s=request_deadline_s)
 
 
 def serve(server: ControlHTTPServer, stop: threading.Event) -> None:

@@ -18,6 +18,7 @@ import difflib
 import heapq
 import http.client
 import ipaddress
+import math
 import os
 import re
 import tempfile
@@ -34,6 +35,8 @@ import icalendar
 import recurring_ical_events
 import yaml
 from yaml.nodes import Node
+
+from .messages import shown
 
 LANGUAGES = ("en", "nl", "fr", "de")
 COUNTRIES = ("be", "nl", "fr", "de", "uk")
@@ -54,6 +57,12 @@ FETCH_TIMEOUT_S = 10.0
 LOOKAHEAD = timedelta(days=400)
 FIRST_LOOK = timedelta(days=8)
 MASK = "****"
+QUOTE_MAX = 60  # characters of a wrong value quoted in a problem
+PROBLEM_MAX = 400  # characters of one problem line, whatever it quotes
+# Starts of one help window a day that a calendar rule may ask for: one every half hour is
+# already beyond any household's meaning; the bound keeps an expansion small (a rule firing
+# every second made check-config take 50 s and gigabytes).
+MAX_STARTS_PER_DAY = 48
 
 TOP_FIELDS = ("timezone", "people", "carers", "devices", "dhcp_leases", "help_windows",
               "quiet_hours", "trusted", "never_block", "banking", "sessions")
@@ -513,8 +522,9 @@ def mask_url(url: str) -> str:
 
 def _shown(value: str) -> str:
     """A wrong value as a problem may quote it: masked when it looks like a URL, in case a
-    notification address was typed in the wrong field."""
-    return mask_url(value) if _URL.match(value) else value
+    notification address was typed in the wrong field; its first QUOTE_MAX characters
+    only (a value of megabytes is not echoed whole), control characters escaped."""
+    return shown(mask_url(value) if _URL.match(value[:QUOTE_MAX * 4]) else value, QUOTE_MAX)
 
 
 def _looks_like_host(host: str) -> bool:
@@ -578,6 +588,8 @@ def _squash(name: str) -> str:
 
 
 def _suggest(word: str, choices: Iterable[str]) -> str:
+    if len(word) > QUOTE_MAX:
+        return ""  # nothing that long is a typo of a short name (and difflib is quadratic)
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -682,6 +694,8 @@ class _Reader:
 
     def fail(self, node: Node | None, where: str, msg: str) -> None:
         n = self.line(node)
+        if len(msg) > PROBLEM_MAX:
+            msg = msg[:PROBLEM_MAX] + "…"
         self.problems.append((n, f"{self.path}:{n}: {where}: {msg}"))
 
     def warn(self, node: Node | None, where: str, msg: str) -> None:
@@ -773,7 +787,7 @@ class _Reader:
                 return time(0)
             if h < 24 and mi < 60:
                 return time(h, mi)
-        self.fail(node, where, f"{t!r} is not a time: write it as HH:MM, like \"10:00\"")
+        self.fail(node, where, f"{_shown(t)!r} is not a time: write it as HH:MM, like \"10:00\"")
         return None
 
     def reference(self, node: Node, where: str, names: Iterable[str], what: str) -> str | None:
@@ -837,6 +851,11 @@ def yaml_problem(path: str, e: yaml.YAMLError) -> str:
     return f"{path}:1: yaml: {e}"
 
 
+# libyaml's parser when PyYAML has it: the same nodes and marks, about ten times faster on a
+# big file (20,000 devices: the pure-Python scanner alone took 25 s).
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_household(path: str, known_tools: Mapping[str, str] | Iterable[str] | None = None
                    ) -> Household:
     """Read and check a household file. Raises ``HouseholdUnreadable`` when it cannot be
@@ -856,7 +875,7 @@ def load_household(path: str, known_tools: Mapping[str, str] | Iterable[str] | N
         tools = {_squash(t): t for t in known_tools}
     r = _Reader(path, tools)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_YAML_LOADER)
     except yaml.YAMLError as e:
         raise HouseholdError([yaml_problem(path, e)]) from None
     if root is None or _is_null(root):
@@ -907,11 +926,11 @@ def _read_timezone(r: _Reader, node: Node | None) -> zoneinfo.ZoneInfo:
     tz = _zone(name)
     if tz is not None and "/" not in name:
         # "GMT" or "CET" would stay in winter time all summer; a place's zone follows it.
-        r.fail(node, "timezone", f"{name!r} is not a place: give the zone of the place, like "
-               "'Europe/London' or 'Europe/Brussels', so summer time is right")
+        r.fail(node, "timezone", f"{_shown(name)!r} is not a place: give the zone of the "
+               "place, like 'Europe/London' or 'Europe/Brussels', so summer time is right")
         return zoneinfo.ZoneInfo("UTC")
     if tz is None:
-        r.fail(node, "timezone", f"{name!r} is not a time zone name like 'Europe/Brussels'"
+        r.fail(node, "timezone", f"{_shown(name)!r} is not a time zone name like 'Europe/Brussels'"
                + _suggest(name, sorted(zoneinfo.available_timezones())))
         return zoneinfo.ZoneInfo("UTC")
     return tz
@@ -989,7 +1008,7 @@ def _read_carers(r: _Reader, node: Node | None, people: dict[str, Person]) -> li
         else:
             looked_after = list(people)
         if name and name.lower() in {c.name.lower() for c in carers}:
-            r.fail(m["name"], f"{where}.name", f"carer {name!r} is listed twice")
+            r.fail(m["name"], f"{where}.name", f"carer {_shown(name)!r} is listed twice")
             continue
         if name and lang:
             carers.append(Carer(name, lang, notify, looked_after))
@@ -1004,6 +1023,7 @@ def _read_devices(r: _Reader, node: Node | None, people: dict[str, Person]) -> l
     if node is None:
         return devices
     owner: dict[str, tuple[str, str]] = {}  # identifier -> (kind, device) seen first
+    names: set[str] = set()  # lower-case names of the devices kept so far
     for i, item in enumerate(r.items(node, "devices", single_ok=False)):
         where = f"devices[{i}]"
         m = r.mapping(item, where, DEVICE_FIELDS, required=("name", "person"))
@@ -1014,27 +1034,27 @@ def _read_devices(r: _Reader, node: Node | None, people: dict[str, Person]) -> l
             if "person" in m else None
         policy = r.choice(m["policy"], f"{where}.policy", POLICIES) \
             if "policy" in m else DEFAULT_POLICY
-        if name and name.lower() in {d.name.lower() for d in devices}:
-            r.fail(m["name"], f"{where}.name", f"device {name!r} is listed twice")
+        if name and name.lower() in names:
+            r.fail(m["name"], f"{where}.name", f"device {_shown(name)!r} is listed twice")
             name = None
         macs, ips, hosts = [], [], []
         for n, t, sub in r.texts(m["macs"], f"{where}.macs") if "macs" in m else []:
             mac = normalise_mac(t)
             if mac is None:
-                r.fail(n, sub, f"{t!r} is not a MAC address like 3c:22:fb:11:22:33")
+                r.fail(n, sub, f"{_shown(t)!r} is not a MAC address like 3c:22:fb:11:22:33")
             else:
                 macs.append((n, mac))
         for n, t, sub in r.texts(m["ips"], f"{where}.ips") if "ips" in m else []:
             ip = _ip(t)
             if ip is None:
-                r.fail(n, sub, f"{t!r} is not an IP address like 192.168.1.23")
+                r.fail(n, sub, f"{_shown(t)!r} is not an IP address like 192.168.1.23")
             else:
                 ips.append((n, str(ip)))
         for n, t, sub in r.texts(m["hostnames"], f"{where}.hostnames") \
                 if "hostnames" in m else []:
             host = _dns_name(t)
             if not all(_LABEL.match(x) for x in host.split(".")):
-                r.fail(n, sub, f"{t!r} is not a host name")
+                r.fail(n, sub, f"{_shown(t)!r} is not a host name")
             else:
                 hosts.append((n, host))
         if "macs" not in m and "ips" not in m and "hostnames" not in m:
@@ -1044,8 +1064,10 @@ def _read_devices(r: _Reader, node: Node | None, people: dict[str, Person]) -> l
             for n, v in values:
                 first = owner.setdefault(f"{kind}:{v}", (kind, name or where))
                 if first[1] != (name or where):
-                    r.fail(n, f"{where}.{kind}", f"{v} is already device {first[1]!r}'s")
+                    r.fail(n, f"{where}.{kind}",
+                           f"{_shown(v)} is already device {_shown(first[1])!r}'s")
         if name:  # kept when other fields are wrong: see _read_people
+            names.add(name.lower())
             devices.append(Device(name, person or "", [v for _, v in macs],
                                   [v for _, v in ips], [v for _, v in hosts],
                                   policy or DEFAULT_POLICY))
@@ -1131,7 +1153,7 @@ def _read_weekly_window(r: _Reader, m: dict[str, Node], where: str, name: str
             days.add(FULL_DAYS.index(low))
         else:
             bad = True
-            r.fail(n, sub, f"{t!r} is not a day: use mon, tue, wed, thu, fri, sat, "
+            r.fail(n, sub, f"{_shown(t)!r} is not a day: use mon, tue, wed, thu, fri, sat, "
                    "sun (or the full names, weekdays, weekend, every day)"
                    + _suggest(low, DAYS + FULL_DAYS))
     start = r.clock(m["start"], f"{where}.start")
@@ -1187,9 +1209,67 @@ def _read_calendar_window(r: _Reader, m: dict[str, Node], where: str, kind: str,
     return CalendarWindow(name=name, source=source, url=value, query=query)
 
 
+def _unfolded(data: bytes) -> Iterator[tuple[int, str]]:
+    """The content lines of an iCalendar file with the line each starts on (RFC 5545
+    3.1: a line beginning with a space or a tab continues the one before)."""
+    start, parts = 0, list[str]()
+    for n, raw in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+        if raw[:1] in (" ", "\t") and parts:
+            parts.append(raw[1:])
+            continue
+        if parts:
+            yield start, "".join(parts)
+        start, parts = n, [raw]
+    if parts:
+        yield start, "".join(parts)
+
+
+def _rule_problem(value: str) -> str | None:
+    """Why an event's RRULE (RFC 5545 3.3.10) cannot be meant for a help window, or None."""
+    parts: dict[str, list[str]] = {}
+    for item in value.split(";"):
+        key, _, v = item.partition("=")
+        parts[key.strip().upper()] = [x for x in v.split(",") if x.strip()]
+    freq = (parts.get("FREQ") or [""])[0].strip().upper()
+    if freq in ("SECONDLY", "MINUTELY"):
+        every = "second" if freq == "SECONDLY" else "minute"
+        return (f"FREQ={freq} starts the window again every {every}, which no help window "
+                "means; use FREQ=DAILY or WEEKLY (with BYHOUR for the hours)")
+    interval = (parts.get("INTERVAL") or ["1"])[0].strip()
+    if not interval.isdigit() or int(interval) < 1:
+        return f"INTERVAL must be 1 or more, not {shown(interval, QUOTE_MAX)}"
+    hours = len(parts["BYHOUR"]) if "BYHOUR" in parts else \
+        -(-24 // int(interval)) if freq == "HOURLY" else 1
+    starts = hours * len(parts.get("BYMINUTE") or [0]) * len(parts.get("BYSECOND") or [0])
+    if starts > MAX_STARTS_PER_DAY:
+        return (f"the rule starts the window {starts} times a day; at most "
+                f"{MAX_STARTS_PER_DAY} can be meant")
+    return None
+
+
+def _recurrence_problem(data: bytes) -> str | None:
+    """The first event recurrence rule that cannot be meant, with its line in the file."""
+    in_event = False
+    for n, line in _unfolded(data):
+        head = line[:16].upper()
+        if head.startswith("BEGIN:VEVENT"):
+            in_event = True
+        elif head.startswith("END:VEVENT"):
+            in_event = False
+        elif in_event and head.startswith(("RRULE", "EXRULE")):
+            problem = _rule_problem(line.partition(":")[2])
+            if problem:
+                return f"line {n}: {problem}"
+    return None
+
+
 def _parse_calendar(data: bytes) -> tuple[Any, str | None]:
     """The expanded-occurrence query of an iCalendar file, or why there is none. Building
-    the series parses every event's dates and rules, so a broken one shows up here."""
+    the series parses every event's dates and rules, so a broken one shows up here; rules
+    that cannot be meant are refused before anything is expanded."""
+    problem = _recurrence_problem(data)
+    if problem:
+        return None, problem
     try:
         cal = icalendar.Calendar.from_ical(data)
         query = recurring_ical_events.of(cal)
@@ -1215,10 +1295,10 @@ def _read_sessions(r: _Reader, node: Node) -> dict[str, float]:
         try:
             value = float(text)
         except ValueError:
-            r.fail(value_node, where, f"{text!r} is not a number of {SESSION_FIELDS[key]}")
+            r.fail(value_node, where, f"{_shown(text)!r} is not a number of {SESSION_FIELDS[key]}")
             continue
-        if not value > 0:
-            r.fail(value_node, where, "must be more than 0")
+        if not 0 < value < math.inf:  # nan compares false: refused with the rest
+            r.fail(value_node, where, f"must be a number more than 0, not {_shown(text)}")
             continue
         out[key] = value
     return out
@@ -1267,15 +1347,15 @@ def _read_trusted(r: _Reader, node: Node | None, devices: list[Device]) -> list[
             try:
                 network = ipaddress.ip_network(peer or "", strict=False)
             except ValueError:
-                r.fail(m["peer"], f"{where}.peer", f"{peer!r} is not an IP address or network "
-                       "like 203.0.113.5 or 203.0.113.0/24")
+                r.fail(m["peer"], f"{where}.peer", f"{_shown(peer or '')!r} is not an IP "
+                       "address or network like 203.0.113.5 or 203.0.113.0/24")
                 ok = False
         if "peer_name" in m:
             t = r.text(m["peer_name"], f"{where}.peer_name")
             peer_name = _dns_name(t) if t else None
             if peer_name is None or not all(_LABEL.match(x) for x in peer_name.split(".")):
-                r.fail(m["peer_name"], f"{where}.peer_name", f"{t!r} is not a host name like "
-                       "office.example.org")
+                r.fail(m["peer_name"], f"{where}.peer_name", f"{_shown(t or '')!r} is not a "
+                       "host name like office.example.org")
                 ok = False
         note = (r.text(m["note"], f"{where}.note") or "") if "note" in m else ""
         if ok:
@@ -1340,7 +1420,7 @@ def _read_banking(r: _Reader, node: Node | None, people: dict[str, Person]
                 d = _dns_name(t)
                 labels = d.split(".")
                 if len(labels) < 2 or not all(_LABEL.match(x) for x in labels):
-                    r.fail(n, sub, f"{t!r} is not a domain like mybank.example")
+                    r.fail(n, sub, f"{_shown(t)!r} is not a domain like mybank.example")
                 else:
                     extra.append(d)
     domains: dict[str, str] = {}

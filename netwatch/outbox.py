@@ -44,7 +44,10 @@ and ``stats()``.
 
 Concurrency: several processes may enqueue at once (SQLite transactions); deliveries are
 serialised by a lock file (``outbox.lock``): while one process delivers, ``deliver_due`` in
-another returns at once with ``busy=True``. An ``Outbox`` object belongs to one thread.
+another returns at once with ``busy=True``. An ``Outbox`` object belongs to one thread; in a
+pass, the sends to different targets run side by side on threads of their own (a slow or
+dripping receiver holds back only its own rows, and each send has its deadline, see
+netwatch/senders.py), while the rows are read and written by the owning thread alone.
 """
 
 from __future__ import annotations
@@ -55,7 +58,11 @@ import fcntl
 import json
 import logging
 import os
+import queue
 import sqlite3
+import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +78,11 @@ SCHEMA_VERSION = 1
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 HOUR_S = 3600.0
 DEFAULT_KEEP_SENT_S = 7 * 24 * 3600.0
+# Targets sent to at once: a household has a handful of carers with an address or two each;
+# eight threads keep a pass short without letting a long queue open dozens of connections.
+MAX_PARALLEL_TARGETS = 8
+STOP_POLL_S = 0.1  # how often a pass waiting for its sends asks whether to stop
+STOP_GRACE_S = 1.0  # what sends in flight get to finish once told to stop
 
 log = logging.getLogger("netwatch.outbox")
 
@@ -346,8 +358,14 @@ class Outbox:
 
     def deliver_due(self, now: float, senders: Sender | None = None, *,
                     stop: Callable[[], bool] | None = None) -> DeliveryReport:
-        """Send every due pending row, oldest first. ``stop`` is asked between rows (a
-        worker told to exit finishes the send in progress, then returns)."""
+        """Send every due pending row, oldest first within each target.
+
+        Targets are served side by side (up to ``MAX_PARALLEL_TARGETS`` sends at once, each
+        on its own thread; the database is only touched here), so a slow receiver holds
+        back its own rows only. ``stop`` is asked between sends: once it says so no new
+        send starts, sends in flight get ``STOP_GRACE_S`` to finish and are then left
+        unrecorded (their rows are sent again, with the same identity, by the next pass).
+        """
         senders = senders or Senders()
         report = DeliveryReport()
         with self._delivery_lock() as mine:
@@ -356,25 +374,75 @@ class Outbox:
                 report.next_due = self._next_due()
                 return report
             self.prune(now)
-            due = [int(r[0]) for r in self.db.execute(
-                "SELECT id FROM outbox WHERE status = 'pending' "
-                "AND (next_try <= ? OR next_try > ?) ORDER BY created, id",
-                (now, now + self.horizon_s))]
-            down: dict[str, str] = {}  # target -> error, for targets that failed this pass
-            for row_id in due:
-                if stop is not None and stop():
-                    break
-                self._deliver_row(row_id, now, senders, down, report)
+            queues: dict[str, deque[int]] = {}
+            for row_id, target in self.db.execute(
+                    "SELECT id, target FROM outbox WHERE status = 'pending' "
+                    "AND (next_try <= ? OR next_try > ?) ORDER BY created, id",
+                    (now, now + self.horizon_s)):
+                queues.setdefault(target, deque()).append(int(row_id))
+            self._deliver_queues(queues, now, senders, stop, report)
             report.next_due = self._next_due()
         return report
 
-    def _deliver_row(self, row_id: int, now: float, senders: Sender,
-                     down: dict[str, str], report: DeliveryReport) -> None:
+    def _deliver_queues(self, queues: dict[str, deque[int]], now: float, senders: Sender,
+                        stop: Callable[[], bool] | None, report: DeliveryReport) -> None:
+        done: queue.Queue[tuple[str, sqlite3.Row, BaseException | None]] = queue.Queue()
+        down: dict[str, str] = {}  # target -> error, for targets that failed this pass
+        waiting = deque(queues)  # targets with rows and no send in flight
+        in_flight = 0
+        stopped_at: float | None = None
+
+        def send(target: str, row: sqlite3.Row, message: Message,
+                 delivery: DeliveryId) -> None:
+            try:
+                senders.send(target, message, delivery)
+            except BaseException as e:  # noqa: BLE001 - handed to the owning thread
+                done.put((target, row, e))
+            else:
+                done.put((target, row, None))
+
+        while True:
+            if stopped_at is None and stop is not None and stop():
+                stopped_at = time.monotonic()
+            while stopped_at is None and waiting and in_flight < MAX_PARALLEL_TARGETS:
+                target = waiting.popleft()
+                rows = queues[target]
+                while rows:
+                    started = self._start_row(rows.popleft(), now, down, report)
+                    if started is not None:
+                        row, message, delivery = started
+                        threading.Thread(target=send, args=(target, row, message, delivery),
+                                         name="netwatch-send", daemon=True).start()
+                        in_flight += 1
+                        break
+            if in_flight == 0:
+                return
+            wait = STOP_POLL_S if stopped_at is None else \
+                stopped_at + STOP_GRACE_S - time.monotonic()
+            if wait <= 0:
+                log.info("outbox: stopping with %d send(s) unfinished; they are sent again "
+                         "by the next pass", in_flight)
+                return
+            try:
+                target, row, error = done.get(timeout=wait)
+            except queue.Empty:
+                continue
+            in_flight -= 1
+            if error is not None and not isinstance(error, Exception):
+                raise error  # KeyboardInterrupt, SystemExit: the process is going away
+            self._finish_row(row, now, error, down, report)
+            if queues[target]:
+                waiting.append(target)
+
+    def _start_row(self, row_id: int, now: float, down: dict[str, str],
+                   report: DeliveryReport) -> tuple[sqlite3.Row, Message, DeliveryId] | None:
+        """Gate a due row and mark it in flight; what to send, or None when it is not sent
+        now (held by a rate limit, its target down this pass, or no longer pending)."""
         # Read again: another process may have merged newer content in meanwhile.
         row = self.db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE id = ?",
                               (row_id,)).fetchone()
         if row is None or row["status"] != "pending":
-            return
+            return None
         target: str = row["target"]
         held = self._gate(row, now)
         if held is not None:
@@ -384,10 +452,10 @@ class Outbox:
                                 (until, reason, row_id))
             report.held.append(row_id)
             log.debug("outbox: row %d held (%s) until %.0f", row_id, reason, until)
-            return
+            return None
         if target in down:
             self._failed(row, now, down[target], report)
-            return
+            return None
         if row["sending"]:
             # In flight when a previous process died: it may have arrived already. Sent again
             # with the same identity, so the receiver can drop the copy.
@@ -396,14 +464,16 @@ class Outbox:
             self.db.execute("UPDATE outbox SET sending = 1, last_try = ? WHERE id = ?",
                             (now, row_id))
         message = message_from_json(row["message"])
-        delivery = DeliveryId(row_id, int(row["revision"]), self.instance, row["key"])
-        try:
-            senders.send(target, message, delivery)
-        except Exception as e:  # SendError, or a sender's bug: a failure either way
-            text = str(e) if isinstance(e, SendError) else f"{type(e).__name__}: {e}"
-            error = scrub(text, target) or type(e).__name__
-            down[target] = error
-            self._failed(row, now, error, report)
+        return row, message, DeliveryId(row_id, int(row["revision"]), self.instance, row["key"])
+
+    def _finish_row(self, row: sqlite3.Row, now: float, error: BaseException | None,
+                    down: dict[str, str], report: DeliveryReport) -> None:
+        row_id, target = int(row["id"]), str(row["target"])
+        if error is not None:  # SendError, or a sender's bug: a failure either way
+            text = str(error) if isinstance(error, SendError) else \
+                f"{type(error).__name__}: {error}"
+            down[target] = scrub(text, target) or type(error).__name__
+            self._failed(row, now, down[target], report)
             return
         with self._tx():
             self.db.execute(

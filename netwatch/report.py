@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .addresses import ip_bytes, is_lan_address
+from .messages import shown
 from .pipeline import Finding, Result
 
 ROLE_WORDS = {
@@ -37,7 +38,9 @@ def _how(f: Finding) -> str:
         if e.value in seen:
             continue  # the same name seen twice (SNI and DNS) is said once
         seen.add(e.value)
-        parts.append(f"{e.kind} {e.value} ({e.detail})" if e.detail else f"{e.kind} {e.value}")
+        # Values and details are what the remote side sent (SNI, cookie, Host…): escaped.
+        parts.append(f"{e.kind} {shown(e.value)} ({shown(e.detail)})" if e.detail
+                     else f"{e.kind} {shown(e.value)}")
     return "; ".join(parts)
 
 
@@ -49,6 +52,7 @@ def _size(n: int) -> str:
     return str(n)
 
 
+SENTENCE_MAX = 2000  # an alert title or reason: netwatch's sentence around escaped names
 SEVERITY_MARK = {"critical": "!!", "warning": "! ", "info": "  "}
 
 
@@ -64,8 +68,8 @@ def _alert_lines(result: Result) -> list[str]:
                 else at.strftime("%Y-%m-%d %H:%M:%S UTC"))
         muted = "" if a.get("notify", True) else "  (observe mode: not sent)"
         lines.append(f"  {SEVERITY_MARK[a['level']]}{a['level'].upper():<8} {when}  "
-                     f"{a['title']}{muted}")
-        lines.extend(f"      - {r}" for r in a["reasons"])
+                     f"{shown(a['title'], SENTENCE_MAX)}{muted}")
+        lines.extend(f"      - {shown(r, SENTENCE_MAX)}" for r in a["reasons"])
     lines.append("")
     return lines
 
@@ -90,7 +94,7 @@ def summary_text(result: Result, captures: tuple[str, ...]) -> str:
                 else:
                     peer = f"<- {f.client} (incoming to port {f.server_port}/{f.proto})"
                 if f.name:
-                    peer += f" ({f.name})"
+                    peer += f" ({shown(f.name)})"
                 lines.append(f"    {_when(f.first_seen)}  {d.tool} {d.role} {peer}  "
                              f"[{d.confidence}]")
                 lines.append(f"      {ROLE_WORDS.get(d.role, d.role)}; "

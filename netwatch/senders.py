@@ -53,6 +53,8 @@ import re
 import smtplib
 import socket
 import ssl
+import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -64,6 +66,11 @@ from .messages import Message
 
 HTTP_TIMEOUT_S = 10.0
 SMTP_TIMEOUT_S = 10.0
+# A whole delivery (connect, TLS, request, answer; every topic of an ntfy address; the SMTP
+# dialogue): ntfy and webhooks answer in well under a second and an SMTP exchange takes a
+# few round trips, so 30 s is generous. The socket timeout alone does not bound a send: a
+# receiver dripping one byte every few seconds never trips it and held a send for minutes.
+SEND_DEADLINE_S = 30.0
 APPRISE_MISSING = "apprise is not installed; install netwatch[alerts] or use ntfy/json/mailto"
 SEVERITIES = ("info", "warning", "critical")
 NTFY_PRIORITY = {"info": 3, "warning": 4, "critical": 5}
@@ -180,16 +187,21 @@ _HARMLESS = {"to", "from", "smtp", "mode", "ssl", "starttls", "priority", "token
 
 
 class Senders:
-    """Dispatch by URL scheme: the built-in services, else Apprise."""
+    """Dispatch by URL scheme: the built-in services, else Apprise. ``timeout`` bounds each
+    socket operation, ``deadline`` the whole send of a built-in service (Apprise's services
+    keep their own timeouts; the outbox sends to each target on its own thread, so a slow
+    one holds back no other)."""
 
-    def __init__(self, timeout: float = HTTP_TIMEOUT_S):
+    def __init__(self, timeout: float = HTTP_TIMEOUT_S, deadline: float = SEND_DEADLINE_S):
         self.timeout = timeout
+        self.deadline = deadline
 
     def send(self, target: str, message: Message, delivery: DeliveryId) -> None:
         scheme = target.partition("://")[0].lower()
         fn = _NATIVE.get(scheme, _send_apprise)
+        budget = _Budget(self.timeout, self.deadline)
         try:
-            fn(target, message, delivery, self.timeout)
+            fn(target, message, delivery, budget)
         except SendError as e:
             raise SendError(scrub(str(e), target)) from None
         except Exception as e:  # a bug or an unforeseen library error: still only a failure
@@ -198,8 +210,57 @@ class Senders:
 
 
 def send(target: str, message: Message, delivery: DeliveryId,
-         timeout: float = HTTP_TIMEOUT_S) -> None:
-    Senders(timeout).send(target, message, delivery)
+         timeout: float = HTTP_TIMEOUT_S, deadline: float = SEND_DEADLINE_S) -> None:
+    Senders(timeout, deadline).send(target, message, delivery)
+
+
+class _Budget:
+    """The time one send may take: ``timeout`` per socket operation, ``deadline`` in all."""
+
+    def __init__(self, timeout: float, deadline: float):
+        self.timeout = timeout
+        self.deadline = deadline
+        self.until = time.monotonic() + deadline
+
+    def left(self) -> float:
+        return self.until - time.monotonic()
+
+    def socket_timeout(self, what: str, masked: str) -> float:
+        """The timeout for the next connection: the per-operation one, or what is left."""
+        left = self.left()
+        if left <= 0:
+            raise SendError(f"{what} {masked}: cannot deliver: {self.expired()}")
+        return min(self.timeout, left)
+
+    def expired(self) -> str:
+        return f"no complete answer within {self.deadline:g} s"
+
+
+class _Watchdog:
+    """Shuts a connection's socket down when the send's deadline passes, which ends any
+    blocked read or write at once (``sock_of`` is asked then: the socket may be new)."""
+
+    def __init__(self, budget: _Budget, sock_of: Callable[[], socket.socket | None]):
+        self.fired = False
+        self._sock_of = sock_of
+        self._timer = threading.Timer(max(budget.left(), 0.0), self._fire)
+        self._timer.daemon = True
+
+    def _fire(self) -> None:
+        self.fired = True
+        sock = self._sock_of()
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed
+
+    def __enter__(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
 
 
 # --- URL parsing --------------------------------------------------------------------------
@@ -267,9 +328,11 @@ def _describe_oserror(e: BaseException, timeout: float) -> str:
 
 
 def _post(u: _Url, secure: bool, path: str, body: bytes, headers: dict[str, str],
-          timeout: float, what: str) -> tuple[int, str]:
-    """POST ``body``; returns (status, response text); raises SendError when unreachable."""
+          budget: _Budget, what: str) -> tuple[int, str]:
+    """POST ``body``; returns (status, response text); raises SendError when unreachable or
+    when the answer is not complete by the budget's deadline."""
     host, port = u.host, u.port
+    timeout = budget.socket_timeout(what, u.masked)
     if secure:
         ctx = ssl.create_default_context()
         if not _yes(u.query.get("verify")):
@@ -279,14 +342,16 @@ def _post(u: _Url, secure: bool, path: str, body: bytes, headers: dict[str, str]
             host, port, timeout=timeout, context=ctx)
     else:
         conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    dog = _Watchdog(budget, lambda: conn.sock)
     try:
-        conn.request("POST", path, body=body, headers=headers)
-        resp = conn.getresponse()
-        text = resp.read(64 * 1024).decode("utf-8", "replace")
+        with dog:
+            conn.request("POST", path, body=body, headers=headers)
+            resp = conn.getresponse()
+            text = resp.read(64 * 1024).decode("utf-8", "replace")
         return resp.status, text
     except (OSError, http.client.HTTPException) as e:
-        raise SendError(f"{what} {u.masked}: cannot deliver: {_describe_oserror(e, timeout)}"
-                        ) from None
+        why = budget.expired() if dog.fired else _describe_oserror(e, timeout)
+        raise SendError(f"{what} {u.masked}: cannot deliver: {why}") from None
     finally:
         conn.close()
 
@@ -357,7 +422,7 @@ def ntfy_payload(topic: str, message: Message, priority: int | None = None,
     return payload
 
 
-def _send_ntfy(url: str, message: Message, delivery: DeliveryId, timeout: float) -> None:
+def _send_ntfy(url: str, message: Message, delivery: DeliveryId, budget: _Budget) -> None:
     u = _parse(url)
     secure = u.scheme == "ntfys"
     topics = list(u.path)
@@ -381,7 +446,7 @@ def _send_ntfy(url: str, message: Message, delivery: DeliveryId, timeout: float)
     for topic in topics:
         body = json.dumps(ntfy_payload(topic, message, priority, extra_tags),
                           ensure_ascii=False).encode("utf-8")
-        status, text = _post(u, secure, "/", body, headers, timeout, "ntfy")
+        status, text = _post(u, secure, "/", body, headers, budget, "ntfy")
         if not 200 <= status < 300:
             raise _http_error("ntfy", u, status, text)
 
@@ -411,7 +476,7 @@ def webhook_payload(message: Message, delivery: DeliveryId) -> dict[str, Any]:
     }
 
 
-def _send_json(url: str, message: Message, delivery: DeliveryId, timeout: float) -> None:
+def _send_json(url: str, message: Message, delivery: DeliveryId, budget: _Budget) -> None:
     u = _parse(url)
     if not u.host:
         raise SendError(f"webhook {u.masked}: no host (json://host/path)")
@@ -428,7 +493,7 @@ def _send_json(url: str, message: Message, delivery: DeliveryId, timeout: float)
     if passed:
         path += "?" + urlencode(passed)
     body = json.dumps(webhook_payload(message, delivery), ensure_ascii=False).encode("utf-8")
-    status, text = _post(u, u.scheme == "jsons", path, body, headers, timeout, "webhook")
+    status, text = _post(u, u.scheme == "jsons", path, body, headers, budget, "webhook")
     if not 200 <= status < 300:
         raise _http_error("webhook", u, status, text)
 
@@ -477,7 +542,7 @@ def mail_message(message: Message, delivery: DeliveryId, sender: str,
     return m
 
 
-def _send_mail(url: str, message: Message, delivery: DeliveryId, timeout: float) -> None:
+def _send_mail(url: str, message: Message, delivery: DeliveryId, budget: _Budget) -> None:
     u = _parse(url)
     q = u.query
     user = q.get("user") or u.user
@@ -511,14 +576,17 @@ def _send_mail(url: str, message: Message, delivery: DeliveryId, timeout: float)
     # The client's name in EHLO: the host name, without the DNS lookup smtplib would do.
     local = socket.gethostname() or "netwatch"
     step = "connect"
+    timeout = budget.socket_timeout("e-mail", u.masked)
+    smtp: smtplib.SMTP = (
+        smtplib.SMTP_SSL(local_hostname=local, timeout=timeout, context=ctx) if mode == "ssl"
+        else smtplib.SMTP(local_hostname=local, timeout=timeout))
+    dog = _Watchdog(budget, lambda: getattr(smtp, "sock", None))
     try:
-        smtp: smtplib.SMTP
-        if mode == "ssl":
-            smtp = smtplib.SMTP_SSL(host, port, local_hostname=local, timeout=timeout,
-                                    context=ctx)
-        else:
-            smtp = smtplib.SMTP(host, port, local_hostname=local, timeout=timeout)
-        with smtp:
+        with dog, smtp:
+            # Connected here, not in the constructor, so the watchdog covers it; the name
+            # TLS checks (SMTP_SSL, STARTTLS) is the one the constructor would have kept.
+            smtp._host = host  # type: ignore[attr-defined]
+            smtp.connect(host, port)
             step = "greet"
             smtp.ehlo()
             if mode == "starttls" or (mode == "plain" and password
@@ -539,9 +607,11 @@ def _send_mail(url: str, message: Message, delivery: DeliveryId, timeout: float)
     except smtplib.SMTPRecipientsRefused as e:
         raise SendError(f"e-mail {u.masked}: every recipient refused "
                         f"({len(e.recipients)})") from None
-    except smtplib.SMTPException as e:
-        raise SendError(f"e-mail {u.masked}: {step}: {e}") from None
-    except OSError as e:
+    except (smtplib.SMTPException, OSError) as e:
+        if dog.fired:
+            raise SendError(f"e-mail {u.masked}: {step}: {budget.expired()}") from None
+        if isinstance(e, smtplib.SMTPException):
+            raise SendError(f"e-mail {u.masked}: {step}: {e}") from None
         raise SendError(f"e-mail {u.masked}: {step}: {_describe_oserror(e, timeout)}"
                         ) from None
     if refused:
@@ -565,7 +635,7 @@ class _Capture(logging.Handler):
 
 
 def _send_apprise(url: str, message: Message, delivery: DeliveryId,
-                  timeout: float) -> None:
+                  budget: _Budget) -> None:
     masked = mask_url(url)
     try:
         import apprise
@@ -617,7 +687,7 @@ def _last(messages: list[str]) -> str:
     return ""
 
 
-_NATIVE: dict[str, Callable[[str, Message, DeliveryId, float], None]] = {
+_NATIVE: dict[str, Callable[[str, Message, DeliveryId, _Budget], None]] = {
     "ntfy": _send_ntfy, "ntfys": _send_ntfy,
     "json": _send_json, "jsons": _send_json,
     "mailto": _send_mail, "mailtos": _send_mail,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,30 @@ def read_tsv(path: Path) -> list[dict[str, str]]:
     lines = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
     head = lines[0].split("\t")
     return [dict(zip(head, ln.split("\t"))) for ln in lines[1:]]
+
+
+@contextlib.contextmanager
+def control_server(state: Path, **bounds: Any) -> Iterator[Any]:
+    """A dry-run control endpoint on 127.0.0.1 (a free port) for the test, serving from a
+    thread; shut down at the end, or by a watchdog after 30 s should the test hang."""
+    from netwatch.actions import load_or_create_secret
+    from netwatch.control import ControlService, ControlStore, DryRunBlocker, make_server
+
+    service = ControlService(load_or_create_secret(state), ControlStore(state),
+                             DryRunBlocker())
+    srv = make_server(service, "127.0.0.1", 0, **bounds)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    watchdog = threading.Timer(30, srv.shutdown)
+    watchdog.start()
+    try:
+        yield srv
+    finally:
+        watchdog.cancel()
+        srv.shutdown()
+        srv.server_close()
+        thread.join(5)
 
 
 @pytest.fixture
