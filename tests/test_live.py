@@ -1,0 +1,218 @@
+"""``netwatch run`` on a router watching real remote-desktop programs.
+
+A household PC, a router and an "internet" host in network namespaces made by the test
+(tests/netns.py). The router runs ``netwatch run`` on its LAN side, the carers'
+ntfy-compatible receiver and a real Prometheus server scraping netwatch's ``/metrics``.
+Across the router, the PC's real viewers (TigerVNC's vncviewer, FreeRDP's xfreerdp) take
+control of real servers (x11vnc on Xvfb, xrdp with xorgxrdp), and real look-alikes (OpenSSH
+on port 3389, Python's http.server on port 5900) must stay unreported.
+
+The tests of one source share one network and one daemon and run in this file's order;
+the last one stops the daemon. ``pytest -m 'not live'`` leaves them out.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import realprograms as rp
+from livedaemon import (
+    TOPIC,
+    NetwatchRun,
+    Prometheus,
+    household_text,
+    receiver,
+    wait_message,
+)
+from netns import INET_IF, INET_IP, PC_IP, Lab, LabError, unavailable
+from test_senders import FakeNtfy
+
+pytestmark = pytest.mark.live
+
+# The look-alikes' server: a second address of the internet host, so nothing sent to it
+# can be confused with the real sessions to INET_IP.
+LOOKALIKE_IP = "10.76.2.3"
+# SIGTERM: the daemon flushes and exits within this (the service manager's stop budget in
+# the daemon's requirements).
+STOP_WITHIN_S = 5
+# Mouse movement in a session: enough for the household's 2 s to "active".
+SESSION_S = 5
+
+SOURCES = ["af_packet"]
+if importlib.util.find_spec("netwatch.sources.nflog") is not None:
+    SOURCES.append("nflog")
+
+
+def _nflog_unavailable(lab: Lab) -> str | None:
+    """Why the kernel refuses what the nflog source needs (an nftables table with an NFLOG
+    rule in the router's namespace), or None."""
+    script = ("add table inet nwt_probe\n"
+              "add chain inet nwt_probe fwd { type filter hook forward priority 0; }\n"
+              "add rule inet nwt_probe fwd log group 7\n"
+              "delete table inet nwt_probe\n")
+    res = subprocess.run(["ip", "netns", "exec", lab.router, "timeout", "10", "nft", "-f", "-"],
+                         input=script, capture_output=True, text=True, timeout=20)
+    if res.returncode != 0:
+        return f"the kernel refuses an nftables NFLOG rule: {res.stderr.strip()}"
+    return None
+
+
+@dataclass
+class Live:
+    lab: Lab
+    ntfy: FakeNtfy
+    daemon: NetwatchRun
+    prometheus: Prometheus
+    vnc: rp.VncViewer
+    household: Path
+
+    def remote_access(self) -> list[dict[str, Any]]:
+        return self.daemon.events("remote_access")
+
+
+@pytest.fixture(scope="module", params=SOURCES)
+def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+         ) -> Iterator[Live]:
+    why = unavailable()
+    if why:
+        pytest.skip(why)
+    lacking = rp.missing("vnc") + rp.missing("rdp") + rp.missing("ssh")
+    if lacking:
+        pytest.fail(f"programs missing (bash run.sh test installs them): {lacking}")
+    lab = Lab(tmp_path_factory.mktemp(f"live-{request.param}"))
+    ntfy: FakeNtfy | None = None
+    try:
+        lab.up()
+        lab.sh(lab.inet, f"ip addr add {LOOKALIKE_IP}/24 dev {INET_IF}")
+        if request.param == "nflog":
+            why = _nflog_unavailable(lab)
+            if why:
+                pytest.skip(why)
+        ntfy = receiver(lab)
+        household = lab.workdir / "household.yaml"
+        household.write_text(household_text(ntfy.url(topic=TOPIC)))
+        daemon = NetwatchRun(lab, household, request.param).start()
+        prometheus = Prometheus(lab, daemon.metrics_port).start()
+        rp.VncServer(lab, lab.inet, INET_IP).start()
+        viewer = rp.VncViewer(lab, lab.pc).start()
+        yield Live(lab, ntfy, daemon, prometheus, viewer, household)
+    finally:
+        lab.close()
+        if ntfy is not None:
+            ntfy.stop()
+
+
+def _is(tool: str, role: str = "session", port: int | None = None) -> Any:
+    def match(e: dict[str, Any]) -> bool:
+        ra = e.get("remote_access") or {}
+        return (e.get("event_type") == "remote_access" and ra.get("tool") == tool
+                and ra.get("role") == role and (port is None or e.get("dest_port") == port))
+    return match
+
+
+def _session(tool: str, state: str) -> Any:
+    def match(e: dict[str, Any]) -> bool:
+        s = e.get("session") or {}
+        return e.get("event_type") == "session" and s.get("tool") == tool \
+            and s.get("state") == state
+    return match
+
+
+def test_a_vnc_session_is_detected_alerted_and_counted(live: Live) -> None:
+    live.vnc.session(INET_IP, SESSION_S)
+    ra = live.daemon.wait_event("VNC's remote_access event", _is("vnc", port=rp.VNC_PORT))
+    assert (ra["src_ip"], ra["dest_ip"]) == (PC_IP, INET_IP)
+    assert ra["remote_access"]["confidence"] == "high"
+    assert any(ev["kind"] == "handshake" for ev in ra["remote_access"]["evidence"])
+    active = live.daemon.wait_event("the VNC session turning active", _session("vnc", "active"))
+    assert ra["flow_id"] in active["session"]["flows"]
+    msg = wait_message(live.lab, live.ntfy, lambda m: "VNC" in m.get("title", ""))
+    assert msg.json["topic"] == TOPIC
+    assert "Maria" in msg.json["title"] + msg.json["message"]
+    assert live.prometheus.wait_value(
+        'sum(netwatch_detections_total{tool="vnc",role="session"})') >= 1
+    assert live.prometheus.wait_value('sum(netwatch_alerts_total)') >= 1
+
+
+def test_an_rdp_login_is_detected_alerted_and_counted(live: Live) -> None:
+    server = rp.RdpServer(live.lab, live.lab.inet, INET_IP)
+    try:
+        server.start()
+        client = rp.RdpClient(live.lab, live.lab.pc).start()
+        client.session(INET_IP, SESSION_S)
+    finally:
+        server.stop()
+    ra = live.daemon.wait_event("RDP's remote_access event", _is("rdp", port=rp.RDP_PORT))
+    assert (ra["src_ip"], ra["dest_ip"]) == (PC_IP, INET_IP)
+    assert "X.224" in " ".join(ev["value"] for ev in ra["remote_access"]["evidence"])
+    live.daemon.wait_event("the RDP session turning active", _session("rdp", "active"))
+    wait_message(live.lab, live.ntfy, lambda m: "Remote Desktop" in m.get("title", ""))
+    assert live.prometheus.wait_value(
+        'sum(netwatch_detections_total{tool="rdp",role="session"})') >= 1
+
+
+def test_ssh_on_3389_and_http_on_5900_are_not_remote_access(live: Live) -> None:
+    ssh = rp.ssh_login(live.lab, live.lab.inet, LOOKALIKE_IP, live.lab.pc, rp.RDP_PORT)
+    assert ssh.returncode == 0, ssh.stderr
+    http = rp.http_get(live.lab, live.lab.inet, LOOKALIKE_IP, live.lab.pc, rp.VNC_PORT)
+    assert "not a remote desktop" in http.stdout, http.stderr
+    # A short VNC session after them: the daemon reads the interface in order, so once it
+    # has reported this one it has read the look-alikes too.
+    seen = {e["src_port"] for e in live.remote_access()}
+    live.vnc.session(INET_IP, 1, name="vncviewer-after-lookalikes")
+    live.daemon.wait_event("the VNC session after the look-alikes", lambda e: _is("vnc")(e)
+                           and e["src_port"] not in seen)
+    assert [e for e in live.remote_access() if e["dest_ip"] == LOOKALIKE_IP] == []
+
+
+def test_sighup_reloads_the_household_and_keeps_flows(live: Live) -> None:
+    daemon = live.daemon
+    # A session open across two reloads: the first with a broken file (kept the old one),
+    # the second with a new device name.
+    viewer = live.vnc.open(INET_IP, "vncviewer-across-reload")
+    seen = {e["flow_id"] for e in live.remote_access()}
+    ra = daemon.wait_event("the VNC session before the reload",
+                           lambda e: _is("vnc")(e) and e["flow_id"] not in seen)
+    good = live.household.read_text()
+    live.household.write_text(good.replace("policy: alert", "policy: sometimes"))
+    before = daemon.stderr()
+    assert daemon.proc is not None
+    daemon.proc.signal(signal.SIGHUP)
+    live.lab.wait_for("the reload's complaint about the bad file",
+                      lambda: "sometimes" in daemon.stderr()[len(before):], 10, daemon.proc)
+    live.household.write_text(good.replace("name: computer", "name: desktop"))
+    daemon.proc.signal(signal.SIGHUP)
+    rp.move_mouse(live.lab, live.lab.pc, live.vnc.display, 2)
+    viewer.stop()
+    ended = daemon.wait_event("the session across the reloads ending",
+                              lambda e: _session("vnc", "ended")(e)
+                              and ra["flow_id"] in e["session"]["flows"])
+    assert ended["session"]["bytes_toclient"] > 0
+    assert daemon.proc.alive()
+    # The new household is in force for the next session.
+    live.vnc.session(INET_IP, SESSION_S, name="vncviewer-after-reload")
+    wait_message(live.lab, live.ntfy, lambda m: "desktop" in m.get("title", "")
+                 + m.get("message", ""))
+
+
+def test_sigterm_flushes_and_exits_0(live: Live) -> None:
+    proc = live.daemon.proc
+    assert proc is not None and proc.alive()
+    proc.signal(signal.SIGTERM)
+    try:
+        code = proc.popen.wait(STOP_WITHIN_S)
+    except subprocess.TimeoutExpired:
+        raise LabError(f"netwatch run still running {STOP_WITHIN_S} s after SIGTERM"
+                       ) from None
+    assert code == 0, live.daemon.stderr()[-3000:]
+    events = live.daemon.events()
+    assert events[-1]["event_type"] == "stats"
+    assert [e for e in events if e["event_type"] == "remote_access"
+            and e["dest_ip"] == LOOKALIKE_IP] == []
