@@ -45,10 +45,11 @@ case "${1:-}" in
     ;;
   test)
     # tshark is the oracle the decoding tests compare against; ndpiReader is the peer the
-    # speed guard measures netwatch against. The live tests (tests/test_live.py) run real
-    # VNC, RDP, SSH and HTTP programs in network namespaces, watched by netwatch run and a
-    # Prometheus server. (On a machine without systemd, xrdp's postinst may start a system
-    # xrdp; the live tests stop it, as its pid files would clash with theirs.)
+    # speed guard measures netwatch against; promtool (in prometheus) checks /metrics. The
+    # live tests (tests/test_live.py) run real VNC, RDP, SSH and HTTP programs in network
+    # namespaces, watched by netwatch run and a Prometheus server. (On a machine without
+    # systemd, xrdp's postinst may start a system xrdp; the live tests stop it, as its pid
+    # files would clash with theirs.)
     apt_install tshark libndpi-bin iproute2 iputils-ping ethtool tcpdump tcpreplay nftables \
       conntrack procps passwd openssl xvfb x11-apps x11-xserver-utils xdotool x11vnc \
       tigervnc-viewer freerdp2-x11 xrdp xorgxrdp openssh-server openssh-client prometheus

@@ -55,7 +55,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from .actions import LANGUAGES, ActionRefused, ActionRequest, peek_lang, token_ref, verify
-from .eventlog import iso_timestamp
+from .eventlog import eve_line, iso_timestamp
 
 log = logging.getLogger("netwatch.control")
 
@@ -305,7 +305,7 @@ class EventAppender:
     def write(self, event: dict[str, Any]) -> None:
         if not self.path:
             return
-        line = json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n"
+        line = eve_line(event) + "\n"
         with self._lock, open(self.path, "a", encoding="utf-8") as fh:
             fh.write(line)
             fh.flush()

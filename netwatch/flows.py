@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .eventlog import community_id, flow_id
+
 if TYPE_CHECKING:
     from .recognisers import Detection, Recogniser
     from .signatures import NameMatch
@@ -53,7 +55,7 @@ class Flow:
         "last_ts", "pkts", "bytes", "payload_pkts", "client_syn", "server_synack", "rst",
         "fins", "inspecting", "streams", "segments", "next_seq", "pending", "candidates",
         "verdict", "name", "name_rule", "closing", "key", "rkey", "dns_tools",
-        "events", "narrowed_on", "sni", "sni_seen",
+        "events", "narrowed_on", "sni", "sni_seen", "eve_id",
     )
 
     def __init__(self, fid: int, proto: int, cip: bytes, cport: int, sip: bytes, sport: int,
@@ -92,6 +94,20 @@ class Flow:
         self.narrowed_on: int | None = None
         self.sni: str | None = None  # the TLS server name, when the TLS recogniser read one
         self.sni_seen = False  # the household context has looked at it
+        self.eve_id = 0  # the event log's flow_id, worked out at the flow's first event
+
+    def flow_id(self) -> int:
+        """The flow's ``flow_id`` in the event log (stable across runs; ``id`` is this run's
+        counter, for tables)."""
+        if not self.eve_id:
+            self.eve_id = flow_id(self.proto, self.client_ip, self.client_port,
+                                  self.server_ip, self.server_port, self.first_ts)
+        return self.eve_id
+
+    def community_id(self, seed: int = 0) -> str:
+        """The flow's Community ID (v1), worked out when an event needs it."""
+        return community_id(self.proto, self.client_ip, self.client_port, self.server_ip,
+                            self.server_port, seed)
 
     def saw_close(self, flags: int) -> None:
         """A FIN or RST went by (TCP flags): the connection is closing after a RST or a FIN

@@ -132,7 +132,7 @@ def reason(language: str, code: dict[str, Any], tz: ZoneInfo | None) -> str:
 def advice(language: str, alert: dict[str, Any], country: str | None) -> list[str]:
     """What the carer can do, after the seeds' advice: call the person on another phone;
     if banking was opened, call the bank's blocking line from another phone."""
-    if alert["severity"] == "info":
+    if alert["level"] == "info":
         return [text(language, "advice.expected")]
     person = alert.get("title_code", {}).get("params", {}).get("who", {}).get("person")
     out = [text(language, "advice.call", person=person) if person
@@ -161,8 +161,8 @@ def render(event: dict[str, Any], carer: str, language: str, tz: ZoneInfo | None
         when = when.astimezone(tz)
     day = text(lang, f"days.{DAY_KEYS[when.weekday()]}")
     head = title(lang, alert["title_code"])
-    severity = text(lang, "severity." + alert["severity"])
-    lines = [f"{severity}: {head}",
+    level = text(lang, "severity." + alert["level"])
+    lines = [f"{level}: {head}",
              f"{text(lang, 'label.time')}: {day} {when:%Y-%m-%d %H:%M %Z}"]
     device = event.get("device") or {}
     if device.get("name"):
@@ -179,8 +179,8 @@ def render(event: dict[str, Any], carer: str, language: str, tz: ZoneInfo | None
         lines += [f"{a.label}: {a.url}" for a in actions]
     return Message(key=f"{alert['session_id']}:{carer}", alert_id=alert["id"],
                    session_id=alert["session_id"], carer=carer, language=lang,
-                   severity=alert["severity"], title=head, body="\n".join(lines),
-                   tags=list(SEVERITY_TAGS[alert["severity"]]), actions=actions,
+                   severity=alert["level"], title=head, body="\n".join(lines),
+                   tags=list(SEVERITY_TAGS[alert["level"]]), actions=actions,
                    created=when.timestamp())
 
 

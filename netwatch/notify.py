@@ -42,7 +42,7 @@ class Notifier:
         alert = event["alert"]
         if not alert.get("notify", True):
             return []
-        if alert["severity"] == "info" and self.h.is_quiet(
+        if alert["level"] == "info" and self.h.is_quiet(
                 datetime.fromisoformat(event["timestamp"])):
             # Quiet hours: expected help is not worth waking anyone for; it stays in the
             # event log. Warnings and critical alerts are always sent.

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import decode as dec
 from .addresses import ip_bytes, is_lan_address
-from .eventlog import EventLog, iso_timestamp
+from .eventlog import COMMUNITY_ID_SEED, EventLog, iso_timestamp
 from .flows import (
     INSPECT_PACKETS,
     MAX_FLOWS,
@@ -89,6 +90,23 @@ class Finding:
     bytes_toclient: int = 0
 
 
+class StageTimes:
+    """Time spent per stage, for the metrics: the daemon adds each batch's time
+    (``add("batch", seconds)``); the pipeline, when given one, times the slow path's parts
+    (recognisers, DNS answers, events and policy). A clock read costs ~50 ns and happens only
+    on those paths, never for a packet that is only counted."""
+
+    __slots__ = ("seconds", "calls")
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+        self.calls[stage] = self.calls.get(stage, 0) + 1
+
+
 @dataclass
 class Result:
     counters: Counters
@@ -137,6 +155,18 @@ class Pipeline:
         # Called with each alert event after it is in the log (the notifier queues it).
         self.on_alert: list[Any] = []
         self.pcap_name: str | None = None
+        # What a live source tells the pipeline: its name (the metrics' ``source`` label),
+        # the interface it reads (EVE's ``in_iface`` on every event), and itself, for its
+        # kernel counters (``stats()``, see netwatch.metrics).
+        self.source_name = "pcap"
+        self.in_iface: str | None = None
+        self.source: Any = None
+        self.community_seed = COMMUNITY_ID_SEED
+        # For the metrics, counted per event (never per packet).
+        self.detections: dict[tuple[str, str], int] = {}  # (tool, role) -> remote_access events
+        self.alert_levels: dict[str, int] = {}  # alert level -> alerts
+        self.last_packet_ts = 0.0  # packet time of the last packet fed
+        self.stage_times: StageTimes | None = None  # set by the daemon to time the slow path
         self._next_id = 1
         self._next_sweep = 0.0
         self.now = 0.0
@@ -162,12 +192,15 @@ class Pipeline:
         """Frames one by one (pcapng, live sources)."""
         c = self.c
         frame_ = self._frame
+        ts = None
         for ts, linktype, frame in frames:
             c.packets += 1
             c.bytes += len(frame)
             frame_(ts, linktype, frame)
             if ts > self.now:
                 self.now = ts
+        if ts is not None:
+            self.last_packet_ts = ts
 
     def feed_pcap(self, src: PcapFile) -> None:
         """The hot loop: walk a classic pcap file's records in place.
@@ -250,8 +283,10 @@ class Pipeline:
                 next_sweep = self._next_sweep
         finally:
             src.close()
-            if packets and ts > self.now:
-                self.now = ts  # the clock is the last packet's, whichever path it took
+            if packets:
+                self.last_packet_ts = ts
+                if ts > self.now:
+                    self.now = ts  # the clock is the last packet's, whichever path it took
             src.st.packets += packets
             c.packets += packets
             c.bytes += nbytes
@@ -322,7 +357,12 @@ class Pipeline:
             return
         f.payload_pkts += 1
         if f.dns_tools is not None:
-            self._dns(f, d, payload, ts)
+            if self.stage_times is None:
+                self._dns(f, d, payload, ts)
+            else:
+                t0 = time.perf_counter()
+                self._dns(f, d, payload, ts)
+                self.stage_times.add("dns", time.perf_counter() - t0)
             return
         if not f.inspecting:
             return
@@ -336,7 +376,13 @@ class Pipeline:
             conf = "low" if m.confidence == "low" else "medium"
             role = self.sigs.role_on_port(m, f.proto, f.server_port)
             self._detect(f, Detection(m.tool, role, conf, [self._name_evidence(f)]), ts)
-        self._inspect(f, ts)
+        timer = self.stage_times
+        if timer is None:
+            self._inspect(f, ts)
+        else:
+            t0 = time.perf_counter()
+            self._inspect(f, ts)
+            timer.add("inspect", time.perf_counter() - t0)
         if f.sni is not None and not f.sni_seen and self.household is not None:
             f.sni_seen = True
             self._banking(f, f.sni, ts, seen_in="sni")
@@ -454,20 +500,30 @@ class Pipeline:
         f.verdict = det
         self._emit_detection(f, det, ts)
 
-    def _emit_detection(self, f: Flow, det: Detection, ts: float) -> None:
-        client, server = ip_text(f.client_ip), ip_text(f.server_ip)
+    def _flow_event(self, event_type: str, f: Flow, ts: float) -> dict[str, Any]:
+        """The envelope of an event about one flow: src is the side that opened it."""
         ev: dict[str, Any] = {
             "timestamp": iso_timestamp(ts),
-            "event_type": "remote_access",
-            "flow_id": f.id,
-            "src_ip": client,
-            "src_port": f.client_port,
-            "dest_ip": server,
-            "dest_port": f.server_port,
-            "proto": PROTO_NAME[f.proto],
+            "event_type": event_type,
+            "flow_id": f.flow_id(),
+            "community_id": f.community_id(self.community_seed),
         }
+        if self.in_iface is not None:
+            ev["in_iface"] = self.in_iface
+        ev["src_ip"] = ip_text(f.client_ip)
+        ev["src_port"] = f.client_port
+        ev["dest_ip"] = ip_text(f.server_ip)
+        ev["dest_port"] = f.server_port
+        ev["proto"] = PROTO_NAME[f.proto]
         if self.pcap_name is not None:
             ev["pcap_filename"] = self.pcap_name
+        return ev
+
+    def _emit_detection(self, f: Flow, det: Detection, ts: float) -> None:
+        ev = self._flow_event("remote_access", f, ts)
+        client, server = ev["src_ip"], ev["dest_ip"]
+        key = (det.tool, det.role)
+        self.detections[key] = self.detections.get(key, 0) + 1
         ev["remote_access"] = {
             "tool": det.tool,
             "role": det.role,
@@ -538,22 +594,36 @@ class Pipeline:
         if len(self.banking_seen) > 4096:
             self.banking_seen.clear()
         self.banking_seen[key] = ts
-        ev: dict[str, Any] = {
-            "timestamp": iso_timestamp(ts), "event_type": "dns", "flow_id": f.id,
-            "src_ip": device, "src_port": f.client_port, "dest_ip": ip_text(f.server_ip),
-            "dest_port": f.server_port, "proto": PROTO_NAME[f.proto],
-            "dns": {"type": seen_in, "rrname": qname, "category": "banking",
-                    "bank": domain, "country": country},
-        }
+        ev = self._flow_event("dns", f, ts)
+        ev["dns"] = {"type": seen_in, "rrname": qname, "category": "banking",
+                     "bank": domain, "country": country}
         self._write(ev, f.client_ip, None)
 
     # ------------------------------------------------------------------ sessions, policy
 
-    def _session_event(self, ev: dict[str, Any], _s: Any) -> None:
+    def _session_event(self, ev: dict[str, Any], s: Any) -> None:
+        f = s.main
+        if f is not None:
+            # The session's main flow (its latest session or relay flow), device side first:
+            # the policy puts these on the alerts, as EVE readers expect an alert's flow.
+            device = ip_bytes(ev["src_ip"])
+            remote, rport, dport = ((f.server_ip, f.server_port, f.client_port)
+                                    if f.client_ip == device else
+                                    (f.client_ip, f.client_port, f.server_port))
+            ev["flow_id"] = f.flow_id()
+            ev["community_id"] = f.community_id(self.community_seed)
+            ev["src_port"] = dport
+            ev["dest_ip"] = ip_text(remote)
+            ev["dest_port"] = rport
+            ev["proto"] = PROTO_NAME[f.proto]
         self._write(ev, ip_bytes(ev["src_ip"]), None)
 
     def _write(self, ev: dict[str, Any], a: bytes, b: bytes | None) -> None:
         """Write a non-detection event (session, context) and let the policy see it."""
+        timer = self.stage_times
+        t0 = time.perf_counter() if timer is not None else 0.0
+        if self.in_iface is not None:
+            ev["in_iface"] = self.in_iface
         if self.pcap_name is not None:
             ev["pcap_filename"] = self.pcap_name
         self._add_device(ev, a, b)
@@ -561,14 +631,21 @@ class Pipeline:
         self.c.events += 1
         if self.policy is not None:
             for alert in self.policy.observe(ev):
+                if self.in_iface is not None:
+                    alert["in_iface"] = self.in_iface
                 if self.pcap_name is not None:
                     alert["pcap_filename"] = self.pcap_name
                 self._add_device(alert, ip_bytes(alert["src_ip"]), None)
                 self.log.write(alert)
+                self.log.flush_now()
                 self.c.events += 1
+                level = alert["alert"]["level"]
+                self.alert_levels[level] = self.alert_levels.get(level, 0) + 1
                 self.alerts.append(alert)
                 for hook in self.on_alert:
                     hook(alert)
+        if timer is not None:
+            timer.add("events", time.perf_counter() - t0)
 
     def _add_device(self, ev: dict[str, Any], a: bytes, b: bytes | None) -> None:
         """The envelope's ``device`` when the household knows the LAN side."""

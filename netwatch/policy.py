@@ -14,7 +14,12 @@ The rules, in the order they are applied to a session of a remote-access tool:
 5. Online banking opened on the device while its session is connecting or active:
    ``critical``, whatever the window.
 6. A return (the same tool on the device again, or the same remote peer) and an installer
-   download just before a first session add their reason and raise the severity one step.
+   download just before a first session add their reason and raise the level one step.
+
+An alert's level (``info``, ``warning``, ``critical``) is ``alert.level``; beside it the alert
+carries Suricata's fields, so EVE readers file it like any IDS alert: the integer
+``severity`` (1 most severe), ``signature``/``signature_id`` (one per kind of alert, fixed),
+``category``, ``action`` and the session's main flow on the envelope.
 
 A device in ``observe`` mode gets its alerts written with ``notify: false``. Titles and
 reasons are catalogue codes with parameters (``title_code``, ``reason_codes``); the event log
@@ -29,9 +34,34 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import messages
-from .eventlog import iso_timestamp
+from .eventlog import eve_datetime, iso_timestamp
 
-SEVERITIES = ("info", "warning", "critical")
+LEVELS = ("info", "warning", "critical")
+# EVE's alert.severity is the rule's priority, 1 the highest (docs.suricata.io, "Meta
+# Keywords", priority: values 1-4 are the ones commonly used).
+SURICATA_SEVERITY = {"critical": 1, "warning": 2, "info": 3}
+# One Suricata-style signature per kind of alert (the catalogue code of its title): EVE
+# readers group, count and silence alerts by signature_id, so an id never changes meaning.
+# netwatch's ids are 8700001-8700099, a block no rule set claims in sidallocation.org's
+# table (1000000-1999999 is local rules, 2000000-2999999 Emerging Threats ...); gid 1 and
+# rev 1 as Suricata's own rules.
+ALERT_CATEGORY_EXPECTED = "Expected remote help"
+ALERT_CATEGORY_UNEXPECTED = "Unexpected remote access"
+SIGNATURES: dict[str, tuple[int, str, str]] = {
+    "info": (8700001, "NETWATCH remote access inside an expected help window",
+             ALERT_CATEGORY_EXPECTED),
+    "warning": (8700002, "NETWATCH remote-access session being set up outside a help window",
+                ALERT_CATEGORY_UNEXPECTED),
+    "critical": (8700003, "NETWATCH remote-access session in control outside a help window",
+                 ALERT_CATEGORY_UNEXPECTED),
+    "critical_connecting": (8700004, "NETWATCH remote-access session being set up with "
+                                     "banking open, a return or a fresh install",
+                            ALERT_CATEGORY_UNEXPECTED),
+    "still_active": (8700005, "NETWATCH remote-access session still in control",
+                     ALERT_CATEGORY_UNEXPECTED),
+}
+# The envelope fields of a session event that name its main flow, copied onto its alerts.
+FLOW_FIELDS = ("flow_id", "community_id", "src_port", "dest_ip", "dest_port", "proto")
 ENGLISH = "en"  # the language of the event log's own title and reasons
 # A session still active after a warning or critical alert is reported again this often
 # ("still active, 20 min"); the outbox merges what comes faster than it may send.
@@ -43,8 +73,8 @@ def parse_time(ts: str) -> datetime:
     return datetime.fromisoformat(ts)
 
 
-def _raise(sev: str) -> str:
-    return SEVERITIES[min(SEVERITIES.index(sev) + 1, len(SEVERITIES) - 1)]
+def _raise(level: str) -> str:
+    return LEVELS[min(LEVELS.index(level) + 1, len(LEVELS) - 1)]
 
 
 @dataclass
@@ -61,7 +91,8 @@ class _SessionView:
     returning: dict[str, Any] | None = None
     after_download: dict[str, Any] | None = None
     banking: list[str] = field(default_factory=list)
-    severity: str | None = None  # of the last alert sent for it
+    flow: dict[str, Any] = field(default_factory=dict)  # its main flow (FLOW_FIELDS)
+    level: str | None = None  # of the last alert sent for it
     alerts: int = 0
     said: set[str] = field(default_factory=set)  # what its alerts have covered
     last_alert: datetime | None = None
@@ -100,6 +131,7 @@ class Policy:
         v.peers = body.get("peers", [])
         v.returning = body.get("returning")
         v.after_download = body.get("after_download")
+        v.flow = {k: ev[k] for k in FLOW_FIELDS if k in ev}
         live = self.live_by_device.setdefault(v.device_ip, set())
         if v.state in LIVE_STATES:
             live.add(sid)
@@ -145,10 +177,10 @@ class Policy:
                                     .total_seconds(), 1)}
         codes: list[dict[str, Any]] = []
         if window is not None:
-            severity = "info"
+            level = "info"
             codes.append(_code("inside", base, window=_window(window)))
         else:
-            severity = "critical" if v.state == "active" else "warning"
+            level = "critical" if v.state == "active" else "warning"
             other = self._window_for_other_tools(when, device)
             if other is not None:
                 hit, tools = other
@@ -160,49 +192,59 @@ class Policy:
         if v.relayed:
             codes.append(_code("relayed", {"tool": tool}))
         if v.banking:
-            severity = "critical"
+            level = "critical"
             codes.append(_code("banking", {"banks": list(v.banking)}))
         if v.returning:
             r = v.returning
             codes.append(_code("return_peer" if r.get("same_peer") else "return_device",
                                {"tool": tool, "ago_s": r["ago_s"]}))
-            severity = _raise(severity)
+            level = _raise(level)
         if v.after_download:
             codes.append(_code("download", {"tool": tool,
                                             "ago_s": v.after_download["ago_s"]}))
-            severity = _raise(severity)
+            level = _raise(level)
         said = {v.state, "window" if window is not None else "outside",
                 *(f"bank:{b}" for b in v.banking)}
         still = False
-        if v.severity is not None and not (said - v.said) and \
-                SEVERITIES.index(severity) <= SEVERITIES.index(v.severity):
-            if not (v.state == "active" and severity != "info" and v.last_alert is not None
+        if v.level is not None and not (said - v.said) and \
+                LEVELS.index(level) <= LEVELS.index(v.level):
+            if not (v.state == "active" and level != "info" and v.last_alert is not None
                     and (when - v.last_alert).total_seconds() >= UPDATE_EVERY_S):
                 return []  # nothing new to say: the last alert for this session stands
             still = True  # an update: the session goes on
         v.said |= said
         v.last_alert = when
-        v.severity = severity
+        v.level = level
         v.alerts += 1
         notify = getattr(device, "policy", "alert") != "observe"
-        actions = ["block", "allow"] if notify and severity != "info" else []
-        kind = "critical_connecting" if v.state != "active" and severity == "critical" \
-            else severity
+        actions = ["block", "allow"] if notify and level != "info" else []
+        kind = "critical_connecting" if v.state != "active" and level == "critical" \
+            else level
         title_code = _code(kind, {"tool": tool, "who": w})
         if still:
-            title_code = _code("still_active", {"tool": tool, "who": w,
-                                                "duration_s": base["duration_s"]})
+            kind = "still_active"
+            title_code = _code(kind, {"tool": tool, "who": w,
+                                      "duration_s": base["duration_s"]})
         tz = self.h.tz if self.h is not None else None
+        sid, signature, category = SIGNATURES[kind]
         alert: dict[str, Any] = {
-            "id": f"{v.id}-{v.alerts}", "severity": severity,
+            "action": "allowed", "gid": 1, "signature_id": sid, "rev": 1,
+            "signature": signature, "category": category,
+            "severity": SURICATA_SEVERITY[level], "level": level,
+            "id": f"{v.id}-{v.alerts}",
             "title": messages.title(ENGLISH, title_code),
             "reasons": [messages.reason(ENGLISH, c, tz) for c in codes],
             "session_id": v.id, "tool": v.tool, "state": v.state,
             "actions": actions, "notify": notify,
             "title_code": title_code, "reason_codes": codes,
         }
-        ev: dict[str, Any] = {"timestamp": ts, "event_type": "alert", "src_ip": v.device_ip,
-                              "alert": alert}
+        ev: dict[str, Any] = {"timestamp": ts, "event_type": "alert"}
+        if "flow_id" in v.flow:
+            ev["flow_id"] = v.flow["flow_id"]
+            ev["community_id"] = v.flow["community_id"]
+        ev["src_ip"] = v.device_ip  # the household device, whichever side opened the flow
+        ev.update((k, v.flow[k]) for k in FLOW_FIELDS[2:] if k in v.flow)
+        ev["alert"] = alert
         if device is not None:
             alert["device"] = device.name
         return [ev]
@@ -252,7 +294,7 @@ def _code(code: str, params: dict[str, Any], **more: Any) -> dict[str, Any]:
 
 
 def _window(hit: Any) -> dict[str, str]:
-    return {"name": hit.name, "start": hit.start.isoformat(), "end": hit.end.isoformat()}
+    return {"name": hit.name, "start": eve_datetime(hit.start), "end": eve_datetime(hit.end)}
 
 
 def _is_ip(s: str) -> bool:

@@ -63,7 +63,7 @@ def _alert_lines(result: Result) -> list[str]:
         when = (at.astimezone(result.tz).strftime("%a %Y-%m-%d %H:%M:%S %Z") if result.tz
                 else at.strftime("%Y-%m-%d %H:%M:%S UTC"))
         muted = "" if a.get("notify", True) else "  (observe mode: not sent)"
-        lines.append(f"  {SEVERITY_MARK[a['severity']]}{a['severity'].upper():<8} {when}  "
+        lines.append(f"  {SEVERITY_MARK[a['level']]}{a['level'].upper():<8} {when}  "
                      f"{a['title']}{muted}")
         lines.extend(f"      - {r}" for r in a["reasons"])
     lines.append("")

@@ -90,6 +90,9 @@ class Session:
     active_since: float | None = None
     returning: dict[str, Any] | None = None
     after_download: dict[str, Any] | None = None
+    # The flow its events and alerts name (EVE's flow fields): the latest session or relay
+    # flow, else its first flow.
+    main: Flow | None = None
 
     def flow_bytes(self, f: Flow) -> tuple[int, int]:
         """One flow's bytes, device -> remote first."""
@@ -158,6 +161,8 @@ class SessionTracker:
             if len(s.flows) < self.t.max_flows:
                 s.flows.append(f)
                 self.by_flow[f.id] = s
+        if s.main is None or det.role in CONNECT_ROLES:
+            s.main = f
         s.peers.add(ip_str(f.server_ip if ip_str(f.client_ip) == device else f.client_ip))
         if f.name:
             s.peers.add(f.name)
@@ -277,6 +282,7 @@ class SessionTracker:
         self._change(s, "ended", ts)
         self.ended.append((ts, s))
         s.flows = []
+        s.main = None
 
     def _change(self, s: Session, state: str, ts: float) -> None:
         s.state = state
@@ -289,7 +295,7 @@ class SessionTracker:
             "id": s.id, "tool": s.tool, "state": s.state, "relayed": s.relayed,
             "started": iso_timestamp(s.started), "duration_s": round(ts - s.started, 3),
             "bytes_toserver": out, "bytes_toclient": inn,
-            "flows": [f.id for f in s.flows], "peers": sorted(s.peers),
+            "flows": [f.flow_id() for f in s.flows], "peers": sorted(s.peers),
         }
         if s.active_since is not None:
             body["active_since"] = iso_timestamp(s.active_since)

@@ -224,7 +224,7 @@ def test_peek_lang() -> None:
 
 
 def test_links_for_alert() -> None:
-    alert = {"id": "7-2", "severity": "critical", "title": "AnyDesk is controlling Maria's PC",
+    alert = {"id": "7-2", "level": "critical", "title": "AnyDesk is controlling Maria's PC",
              "reasons": ["x"], "session_id": 7, "device": "Maria's PC",
              "actions": ["block", "allow"]}
     links = links_for_alert(SECRET, BASE, alert, "Sophie", NOW, lang="nl")

@@ -109,7 +109,7 @@ def test_quiet_hours_hold_back_info_but_never_warnings(tmp_path: Path) -> None:
 
     def alert(ts: str, severity: str) -> dict:
         return {"timestamp": ts, "event_type": "alert", "src_ip": "192.168.1.23",
-                "alert": {"id": f"1-{severity}", "severity": severity, "session_id": 1,
+                "alert": {"id": f"1-{severity}", "level": severity, "session_id": 1,
                           "notify": True, "actions": [], "state": "active",
                           "title_code": {"code": severity, "params": {
                               "tool": "AnyDesk", "who": {"person": "Maria",

@@ -49,7 +49,7 @@ from netwatch.eventlog import iso_timestamp
 NOW = 1_709_650_000.0  # 2024-03-05 14:46:40 UTC
 WATCHDOG_S = 30
 TIMEOUT_S = 5
-ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00")
+ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+0000")  # Suricata's form
 
 
 @dataclass

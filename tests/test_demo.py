@@ -27,7 +27,7 @@ def test_the_demo_shows_a_household_alert_with_its_reasons(tmp_path: Path) -> No
                    and e["session"]["state"] == "active")
     assert session["relayed"] is True and session["after_download"]["ago_s"] < 3600
     alerts = [e["alert"] for e in events if e["event_type"] == "alert"]
-    assert alerts and {a["severity"] for a in alerts} == {"critical"}
+    assert alerts and {a["level"] for a in alerts} == {"critical"}
     last = alerts[-1]
     assert last["device"] == "laptop" and last["state"] == "active"
     reasons = " ".join(last["reasons"])

@@ -113,12 +113,12 @@ def test_a_long_session_is_reported_again_as_still_active() -> None:
     from netwatch.policy import decide
 
     h = load_household(str(ROOT / "deploy" / "household.example.yaml"))
-    start = "2024-03-05T14:00:00+00:00"
+    start = "2024-03-05T14:00:00.000000+0000"
     events = [_session_event(start, "active", start),
-              _session_event("2024-03-05T14:05:00+00:00", "active", start),   # too soon
-              _session_event("2024-03-05T14:20:00+00:00", "active", start)]   # 20 min
+              _session_event("2024-03-05T14:05:00.000000+0000", "active", start),   # too soon
+              _session_event("2024-03-05T14:20:00.000000+0000", "active", start)]   # 20 min
     out = decide(events, h, datetime.fromisoformat("2024-03-05T15:00:00+00:00"))
-    assert [a["alert"]["severity"] for a in out] == ["critical", "critical"]
+    assert [a["alert"]["level"] for a in out] == ["critical", "critical"]
     assert out[1]["alert"]["title"] == "AnyDesk still controlling Maria's laptop: active for 20 min"
     nl = messages.title("nl", out[1]["alert"]["title_code"])
     assert nl == "AnyDesk bestuurt de laptop van Maria nog steeds: al 20 min actief"

@@ -102,7 +102,7 @@ def test_a_session_inside_the_help_window_is_info(tmp_path: Path) -> None:
     cap = build(tmp_path / "sunday.pcap", [Piece(RDP, local(2026, 5, 10, 10, 30))])
     found = alerts(replay(tmp_path, [cap], household(tmp_path, RDP_DEVICE)))
     assert found, "an active RDP session on a known device must be reported"
-    assert {a["severity"] for a in found} == {"info"}
+    assert {a["level"] for a in found} == {"info"}
     assert any("inside the expected help window" in r for a in found for r in a["reasons"])
 
 
@@ -110,7 +110,7 @@ def test_the_same_session_outside_the_window_is_critical(tmp_path: Path) -> None
     cap = build(tmp_path / "tuesday.pcap", [Piece(RDP, local(2026, 5, 12, 14, 0))])
     found = alerts(replay(tmp_path, [cap], household(tmp_path, RDP_DEVICE)))
     active = [a for a in found if a["state"] == "active"]
-    assert active and active[-1]["severity"] == "critical"
+    assert active and active[-1]["level"] == "critical"
     assert any("outside the expected help windows" in r and "Sun 10:00" in r
                for r in active[-1]["reasons"])
     assert active[-1]["device"] == "pc" and active[-1]["notify"] is True
@@ -126,7 +126,7 @@ def test_banking_during_a_session_is_critical_with_the_reason(tmp_path: Path) ->
     ctx = [e for e in events if e["event_type"] == "dns"]
     assert ctx and ctx[0]["dns"]["bank"] == "kbc.be" and ctx[0]["device"]["name"] == "pc"
     found = alerts(events)
-    assert found[-1]["severity"] == "critical"
+    assert found[-1]["level"] == "critical"
     assert any("Online banking (kbc.be) was opened during the session" in r
                for r in found[-1]["reasons"])
 
@@ -185,7 +185,7 @@ def test_help_windows_follow_the_clock_change(tmp_path: Path, utc: datetime,
                                               inside: bool) -> None:
     cap = build(tmp_path / "dst.pcap", [Piece(RDP, utc)])
     found = alerts(replay(tmp_path, [cap], household(tmp_path, RDP_DEVICE)))
-    severities = {a["severity"] for a in found if a["state"] == "active"}
+    severities = {a["level"] for a in found if a["state"] == "active"}
     assert severities == ({"info"} if inside else {"critical"})
 
 
@@ -229,7 +229,7 @@ help_windows:
 """
     cap = build(tmp_path / "ics.pcap", [Piece(RDP, start)])
     found = alerts(replay(tmp_path, [cap], household(tmp_path, RDP_DEVICE, windows=windows)))
-    severities = {a["severity"] for a in found if a["state"] == "active"}
+    severities = {a["level"] for a in found if a["state"] == "active"}
     assert severities == ({"info"} if inside else {"critical"})
 
 
@@ -271,7 +271,7 @@ def test_a_tool_the_help_window_does_not_expect_is_critical(tmp_path: Path) -> N
     cap = build(tmp_path / "rdp-sunday.pcap", [Piece(RDP, local(2026, 5, 10, 10, 30))])
     found = alerts(replay(tmp_path, [cap], household(tmp_path, RDP_DEVICE, windows=windows)))
     active = [a for a in found if a["state"] == "active"]
-    assert active and active[-1]["severity"] == "critical"
+    assert active and active[-1]["level"] == "critical"
     assert any("that window is for AnyDesk, not Remote Desktop Protocol" in r
                for r in active[-1]["reasons"])
 
@@ -283,7 +283,7 @@ def test_session_thresholds_come_from_the_household_file(tmp_path: Path) -> None
     events = replay(tmp_path, [cap], household(tmp_path, RDP_DEVICE, extra=strict))
     states = {e["session"]["state"] for e in events if e["event_type"] == "session"}
     assert "active" not in states and "connecting" in states
-    assert {a["severity"] for a in alerts(events)} == {"warning"}
+    assert {a["level"] for a in alerts(events)} == {"warning"}
     bad = household(tmp_path, RDP_DEVICE, extra="sessions:\n  active_bytes_per_s: fast\n")
     res = CliRunner().invoke(main, ["replay", str(cap), "--household", str(bad)])
     assert res.exit_code == 1 and "sessions.active_bytes_per_s" in res.output
@@ -293,7 +293,7 @@ def test_a_download_just_before_a_first_session_raises_the_severity(tmp_path: Pa
     start = local(2026, 5, 10, 10, 30)  # inside the Sunday help window
     plain = build(tmp_path / "plain.pcap", [Piece(ANYDESK, start)])
     base = alerts(replay(tmp_path, [plain], household(tmp_path, AD_DEVICE)))
-    assert base and base[0]["severity"] == "info"
+    assert base and base[0]["level"] == "info"
     get = http_get(start.replace(minute=25), AD_DEVICE, "198.51.100.30",
                    "download.anydesk.com", "/AnyDesk.exe")
     cap = build(tmp_path / "dl.pcap", [Piece(ANYDESK, start)], [get])
@@ -302,7 +302,7 @@ def test_a_download_just_before_a_first_session_raises_the_severity(tmp_path: Pa
           and e["remote_access"]["role"] == "download"]
     assert dl and dl[0]["remote_access"]["tool"] == "anydesk"
     found = alerts(events)
-    assert found[0]["severity"] == "warning"
+    assert found[0]["level"] == "warning"
     assert any("AnyDesk was downloaded 5 min before this session started" in r
                for r in found[0]["reasons"])
 
@@ -318,5 +318,5 @@ def test_banking_seen_only_in_tls_still_counts(tmp_path: Path) -> None:
     assert ctx == [{"type": "sni", "rrname": "www.belfius.be", "category": "banking",
                     "bank": "belfius.be", "country": "be"}]
     found = alerts(events)
-    assert found[-1]["severity"] == "critical"
+    assert found[-1]["level"] == "critical"
     assert any("belfius.be" in r for r in found[-1]["reasons"])
