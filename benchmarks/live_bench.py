@@ -39,7 +39,16 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import realprograms as rp  # noqa: E402
 from livedaemon import NetwatchRun, household_text, metric_value, receiver, wall_clock  # noqa: E402
-from netns import INET_IP, LAN_IF, PC_IF, Lab, LabError, Proc, unavailable  # noqa: E402
+from netns import (  # noqa: E402
+    INET_IP,
+    LAN_IF,
+    PC_IF,
+    PC_MORE_IPS,
+    Lab,
+    LabError,
+    Proc,
+    unavailable,
+)
 
 from netwatch.bench import make_mix  # noqa: E402
 
@@ -55,6 +64,8 @@ PNAT = "192.168.0.0/16:10.76.1.0/24,0.0.0.0/0:10.76.128.0/17"
 # Messages to one ntfy topic the outbox sends in an hour (netwatch/outbox.py's default);
 # the time-to-alert sessions move to a fresh topic (a household reload) before reaching it.
 TOPIC_BUDGET = 10
+# The PC's addresses the timed sessions come from, one each (sessions are per address).
+SESSION_IPS = PC_MORE_IPS[1:]
 
 
 @dataclass
@@ -142,7 +153,7 @@ def _settled(read: Any, quiet_s: float = 1.0, within: float = 60) -> Any:
 def netwatch_counts(daemon: NetwatchRun) -> tuple[int, int]:
     text = daemon.metrics()
     return (int(metric_value(text, "netwatch_packets_total")),
-            int(metric_value(text, "netwatch_kernel_drops_total")))
+            int(metric_value(text, "netwatch_kernel_dropped_packets_total")))
 
 
 def trial_netwatch(lab: Lab, daemon: NetwatchRun, pcap: Path, pps: float | None) -> Trial:
@@ -222,19 +233,20 @@ def time_to_alert(lab: Lab, daemon: NetwatchRun, ntfy: Any, household: Path,
         f"tcp dst port {rp.VNC_PORT} and tcp[tcpflags] == tcp-syn"], sessions * 20 + 60)
     lab.wait_for("tcpdump listening", lambda: "listening" in cap.output(), 10, cap)
     arrivals: list[float] = []
+    sources = SESSION_IPS * (1 + sessions // len(SESSION_IPS))
     for k in range(sessions):
         if k and k % TOPIC_BUDGET == 0:  # a fresh topic: the outbox's hourly limit per topic
             household.write_text(household_text(ntfy.url(topic=f"bench-{k}")))
             assert daemon.proc is not None
             daemon.proc.signal(signal.SIGHUP)
             time.sleep(1.0)
+        # Each session from another address of the PC: a new session, so a new alert.
+        lab.pc_source(sources[k])
         before = len(ntfy.accepted)
         proc = viewer.open(INET_IP, f"vncviewer-{k}", 60)
         lab.wait_for(f"session {k}'s alert", lambda b=before: len(ntfy.accepted) > b, 30)
         arrivals.append(wall_clock(ntfy.accepted[before].at))
         proc.stop()
-        # the session ends with its flow; the next one is a new session
-        time.sleep(1.0)
     time.sleep(0.5)
     cap.signal(signal.SIGINT)
     cap.popen.wait(10)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netns import LAN_IF, PC_IP, Lab, LabError, Proc, free_port, inside
+from netns import LAN_IF, PC_IP, PC_MORE_IPS, Lab, LabError, Proc, free_port, inside
 from test_senders import FakeNtfy
 
 TOPIC = "maria-live"
@@ -32,7 +32,7 @@ carers:
 devices:
   - name: {device}
     person: Maria
-    ips: [{pc_ip}]
+    ips: [{pc_ips}]
     policy: alert
 help_windows:
   - name: Pieter helps on {day}s
@@ -47,7 +47,8 @@ DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 def household_text(notify: str, device: str = "computer") -> str:
     day = DAYS[(time.gmtime().tm_wday + 2) % 7]
-    return HOUSEHOLD.format(notify=notify, device=device, pc_ip=PC_IP, day=day)
+    return HOUSEHOLD.format(notify=notify, device=device,
+                            pc_ips=", ".join([PC_IP, *PC_MORE_IPS]), day=day)
 
 
 def receiver(lab: Lab) -> FakeNtfy:

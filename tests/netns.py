@@ -30,6 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PREFIX = "nwt-"
+# More addresses of the household PC: a session from each is a session of its own (the
+# session tracker keys sessions by tool and device address).
+PC_MORE_IPS = ["10.76.1.3"] + [f"10.76.1.{n}" for n in range(10, 30)]
 PC_IP, ROUTER_LAN_IP, ROUTER_WAN_IP, INET_IP = "10.76.1.2", "10.76.1.1", "10.76.2.1", "10.76.2.2"
 LAN_NET, WAN_NET = "10.76.1.0/24", "10.76.2.0/24"
 LAN_IF, WAN_IF, PC_IF, INET_IF = "lan0", "wan0", "eth0", "eth0"
@@ -196,6 +199,13 @@ class Lab:
             self.offloads_off(ns, dev)
         self.sh(self.pc, f"ping -c1 -W2 {INET_IP} >/dev/null")
         return self
+
+    def pc_source(self, ip: str) -> None:
+        """The PC's connections to the internet host leave from ``ip`` (one of PC_IP and
+        PC_MORE_IPS, added to its interface on first use)."""
+        if ip != PC_IP and ip not in self.sh(self.pc, f"ip -4 -o addr show dev {PC_IF}"):
+            self.sh(self.pc, f"ip addr add {ip}/24 dev {PC_IF}")
+        self.sh(self.pc, f"ip route replace {INET_IP} via {ROUTER_LAN_IP} src {ip}")
 
     def offloads_off(self, ns: str, dev: str) -> None:
         # ethtool may lack a feature on an old kernel; what it can switch off is enough.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from livedaemon import (
     receiver,
     wait_message,
 )
-from netns import INET_IF, INET_IP, PC_IP, Lab, LabError, unavailable
+from netns import INET_IF, INET_IP, PC_IP, PC_MORE_IPS, Lab, LabError, unavailable
 from test_senders import FakeNtfy
 
 pytestmark = pytest.mark.live
@@ -39,6 +40,9 @@ pytestmark = pytest.mark.live
 # The look-alikes' server: a second address of the internet host, so nothing sent to it
 # can be confused with the real sessions to INET_IP.
 LOOKALIKE_IP = "10.76.2.3"
+# The PC's address for the reload's session, and the topic the reloaded household names.
+RELOAD_IP = PC_MORE_IPS[0]
+RELOAD_TOPIC = "maria-live-reloaded"
 # SIGTERM: the daemon flushes and exits within this (the service manager's stop budget in
 # the daemon's requirements).
 STOP_WITHIN_S = 5
@@ -136,9 +140,12 @@ def test_a_vnc_session_is_detected_alerted_and_counted(live: Live) -> None:
     msg = wait_message(live.lab, live.ntfy, lambda m: "VNC" in m.get("title", ""))
     assert msg.json["topic"] == TOPIC
     assert "Maria" in msg.json["title"] + msg.json["message"]
-    assert live.prometheus.wait_value(
-        'sum(netwatch_detections_total{tool="vnc",role="session"})') >= 1
-    assert live.prometheus.wait_value('sum(netwatch_alerts_total)') >= 1
+    prom = live.prometheus
+    assert prom.wait_value('sum(netwatch_detections_total{tool="vnc",role="session"})') >= 1
+    # Prometheus scraped the session while it was active, under the device's name.
+    assert prom.wait_value('max_over_time(netwatch_sessions_open'
+                           '{tool="vnc",device="computer",state="active"}[10m])') == 1
+    assert prom.wait_value('sum(netwatch_alerts_total{level="critical"})') >= 1
 
 
 def test_an_rdp_login_is_detected_alerted_and_counted(live: Live) -> None:
@@ -173,33 +180,41 @@ def test_ssh_on_3389_and_http_on_5900_are_not_remote_access(live: Live) -> None:
 
 
 def test_sighup_reloads_the_household_and_keeps_flows(live: Live) -> None:
-    daemon = live.daemon
-    # A session open across two reloads: the first with a broken file (kept the old one),
-    # the second with a new device name.
-    viewer = live.vnc.open(INET_IP, "vncviewer-across-reload")
-    seen = {e["flow_id"] for e in live.remote_access()}
-    ra = daemon.wait_event("the VNC session before the reload",
-                           lambda e: _is("vnc")(e) and e["flow_id"] not in seen)
-    good = live.household.read_text()
-    live.household.write_text(good.replace("policy: alert", "policy: sometimes"))
-    before = daemon.stderr()
+    daemon, lab = live.daemon, live.lab
     assert daemon.proc is not None
-    daemon.proc.signal(signal.SIGHUP)
-    live.lab.wait_for("the reload's complaint about the bad file",
-                      lambda: "sometimes" in daemon.stderr()[len(before):], 10, daemon.proc)
-    live.household.write_text(good.replace("name: computer", "name: desktop"))
-    daemon.proc.signal(signal.SIGHUP)
-    rp.move_mouse(live.lab, live.lab.pc, live.vnc.display, 2)
-    viewer.stop()
-    ended = daemon.wait_event("the session across the reloads ending",
-                              lambda e: _session("vnc", "ended")(e)
-                              and ra["flow_id"] in e["session"]["flows"])
-    assert ended["session"]["bytes_toclient"] > 0
+    # A session of its own (another address of the PC), open across two reloads: the first
+    # with a broken file (refused, the old one kept), the second renaming the device and
+    # sending to another topic.
+    lab.pc_source(RELOAD_IP)
+    try:
+        viewer = live.vnc.open(INET_IP, "vncviewer-across-reload")
+        ra = daemon.wait_event("the VNC session before the reload",
+                               lambda e: _is("vnc")(e) and e["src_ip"] == RELOAD_IP)
+        connecting = daemon.wait_event("its session", lambda e: _session("vnc", "connecting")(e)
+                                       and ra["flow_id"] in e["session"]["flows"])
+        good = live.household.read_text()
+        live.household.write_text(good.replace("policy: alert", "policy: sometimes"))
+        before = len(daemon.stderr())
+        daemon.proc.signal(signal.SIGHUP)
+        lab.wait_for("the reload's complaint about the bad file",
+                     lambda: "sometimes" in daemon.stderr()[before:], 10, daemon.proc)
+        live.household.write_text(good.replace("name: computer", "name: desktop")
+                                  .replace(TOPIC, RELOAD_TOPIC))
+        daemon.proc.signal(signal.SIGHUP)
+        time.sleep(0.5)
+        rp.move_mouse(lab, lab.pc, live.vnc.display, SESSION_S)
+        # The same session, with the flow seen before the reloads, turns active...
+        active = daemon.wait_event("the session across the reloads turning active",
+                                   lambda e: _session("vnc", "active")(e)
+                                   and e["session"]["id"] == connecting["session"]["id"])
+        assert ra["flow_id"] in active["session"]["flows"]
+        # ...and is told under the new household: the device's new name, the new topic.
+        msg = wait_message(lab, live.ntfy, lambda m: m.get("topic") == RELOAD_TOPIC)
+        assert "desktop" in msg.json["title"] + msg.json["message"]
+        viewer.stop()
+    finally:
+        lab.pc_source(PC_IP)
     assert daemon.proc.alive()
-    # The new household is in force for the next session.
-    live.vnc.session(INET_IP, SESSION_S, name="vncviewer-after-reload")
-    wait_message(live.lab, live.ntfy, lambda m: "desktop" in m.get("title", "")
-                 + m.get("message", ""))
 
 
 def test_sigterm_flushes_and_exits_0(live: Live) -> None:
