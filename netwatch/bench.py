@@ -322,7 +322,7 @@ def nflog_subset(pcap: Path, out: Path, first: int = NFLOG_FIRST_PACKETS) -> tup
     kept = total = 0
     with open(pcap, "rb") as fh, open(out, "wb") as w:
         w.write(fh.read(24))
-        for ts, _lt, frame in src.frames():
+        for ts, _lt, frame, _wire in src.frames():
             total += 1
             key, dns = _conn_key(frame)
             if key is not None:

@@ -37,7 +37,8 @@ class Piece:
             raise ValueError(f"{self.capture}: scenarios use Ethernet captures only")
         t0 = src[0][0]
         shift = self.start.timestamp() - t0
-        return [(ts + shift, fr) for ts, _lt, fr in src if self.keep is None or self.keep(fr)]
+        return [(ts + shift, fr) for ts, _lt, fr, _wire in src
+                if self.keep is None or self.keep(fr)]
 
 
 def udp_ports(frame: bytes) -> tuple[int, int] | None:

@@ -59,7 +59,7 @@ def test_nflog_subset_keeps_the_first_packets_of_each_connection(tmp_path: Path)
 
 def test_nflog_subset_keeps_every_dns_packet(tmp_path: Path) -> None:
     kept, total = bench.nflog_subset(DEMO, tmp_path / "sub.pcap", first=1)
-    dns = sum(1 for _ts, _lt, f in open_capture(str(DEMO))
+    dns = sum(1 for _ts, _lt, f, _w in open_capture(str(DEMO))
               if len(f) > 37 and f[23] == 17 and 53 in (int.from_bytes(f[34:36], "big"),
                                                         int.from_bytes(f[36:38], "big")))
     assert dns > 0 and kept >= dns and kept < total

@@ -78,9 +78,9 @@ def test_pcapng_interfaces_keep_their_link_type_and_clock() -> None:
     st_ = ReadStats()
     frames = list(open_capture(str(SYNTHETIC / "multi-interface.pcapng"), st_))
     assert st_.interfaces == [dec.LINKTYPE_ETHERNET, dec.LINKTYPE_LINUX_SLL]
-    kinds = {lt for _ts, lt, _f in frames}
+    kinds = {lt for _ts, lt, _f, _w in frames}
     assert kinds == {dec.LINKTYPE_ETHERNET, dec.LINKTYPE_LINUX_SLL}
-    times = [ts for ts, _lt, _f in frames]
+    times = [ts for ts, _lt, _f, _w in frames]
     # Both interfaces' clocks land in the same day (a wrong unit would be 1000x off).
     assert max(times) - min(times) < 86400
 

@@ -122,7 +122,8 @@ def test_the_pipeline_with_a_household_survives_random_traffic(pkts: list) -> No
     frames = []
     for proto, a, b, sport, dport, flags, payload, gap in pkts:
         t += gap
-        frames.append((t, 1, _frame(proto, a, b, sport, dport, flags, payload)))
+        fr = _frame(proto, a, b, sport, dport, flags, payload)
+        frames.append((t, 1, fr, len(fr)))
     pipe.feed(frames)
     result = pipe.finish()
     assert result.counters.packets == len(frames)

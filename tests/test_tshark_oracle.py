@@ -215,7 +215,7 @@ def tshark_ports(name: str) -> set[tuple[int, ...]]:
 
 def decoded(name: str) -> Iterator[tuple[int, Packet]]:
     """(frame number, decoded packet) of every frame netwatch's decoder turns into a packet."""
-    for number, (_ts, linktype, frame) in enumerate(open_capture(str(CORPUS / name)), 1):
+    for number, (_ts, linktype, frame, _wire) in enumerate(open_capture(str(CORPUS / name)), 1):
         p = decode_frame(linktype, frame)
         if type(p) is not int:
             yield number, p  # type: ignore[misc]

@@ -1,6 +1,8 @@
 """Capture files: classic pcap and pcapng, read with struct on the hot path.
 
-A capture yields ``(timestamp, linktype, frame)`` tuples. pcapng files may hold several
+A capture yields ``(timestamp, linktype, frame, wire_len)`` tuples: ``wire_len`` is the
+packet's original length on the wire, which volumes are counted in; a capture taken with a
+snap length keeps fewer bytes (``len(frame)``) than the wire carried. pcapng files may hold several
 interfaces with different link types and timestamp resolutions; each Enhanced Packet Block
 names its interface, so the link type travels with every frame.
 
@@ -28,7 +30,15 @@ MAX_RECORD = 262144
 # Reading in large chunks keeps syscalls off the per-packet path.
 READ_CHUNK = 1 << 20
 
-Frame = tuple[float, int, bytes]
+Frame = tuple[float, int, bytes, int]
+
+
+def wire_length(captured: int, original: int) -> int:
+    """The packet's length on the wire: the record's original length, unless that field is
+    smaller than what was captured or larger than any packet can be (a corrupt record)."""
+    if captured <= original <= MAX_RECORD:
+        return original
+    return captured
 
 
 class CaptureError(Exception):
@@ -141,7 +151,7 @@ class PcapFile:
                     if more is None:
                         return
                     buf, pos = more, 0
-                sec, frac, incl, _orig = unpack_rec(buf, pos)
+                sec, frac, incl, orig = unpack_rec(buf, pos)
                 if incl > MAX_RECORD:
                     self.implausible(incl)
                     return
@@ -153,7 +163,7 @@ class PcapFile:
                     buf, pos = more, 0
                     end = 16 + incl
                 st.packets += 1
-                yield sec + frac * scale, linktype, buf[pos + 16:end]
+                yield sec + frac * scale, linktype, buf[pos + 16:end], wire_length(incl, orig)
                 pos = end
         finally:
             self.close()
@@ -207,23 +217,28 @@ def _walk_pcapng(data: bytes, st: ReadStats) -> Iterator[Frame]:
             st.truncated_detail = "last block cut short"
             return
         body = pos + 8
-        if btype == 6:  # Enhanced Packet Block
-            iface, ts_hi, ts_lo, incl = struct.unpack_from(bo + "IIII", data, body)
+        if btype == 6 and blen >= 32:  # Enhanced Packet Block (28 bytes of fields and trailer)
+            iface, ts_hi, ts_lo, incl, orig = struct.unpack_from(bo + "IIIII", data, body)
             if iface < len(ifaces) and incl <= blen:
                 lt, unit = ifaces[iface]
                 st.packets += 1
-                yield ((ts_hi << 32) | ts_lo) * unit, lt, data[body + 20:body + 20 + incl]
-        elif btype == 3:  # Simple Packet Block: no timestamp, interface 0
+                yield (((ts_hi << 32) | ts_lo) * unit, lt, data[body + 20:body + 20 + incl],
+                       wire_length(incl, orig))
+        elif btype == 3 and blen >= 16:  # Simple Packet Block: no timestamp, interface 0
             if ifaces:
-                incl = min(u32.unpack_from(data, body)[0], blen - 16)
+                # The block's length field is the original packet length (pcapng §4.4).
+                orig = u32.unpack_from(data, body)[0]
+                incl = min(orig, blen - 16)
                 st.packets += 1
-                yield 0.0, ifaces[0][0], data[body + 4:body + 4 + incl]
-        elif btype == 2:  # obsolete Packet Block
-            iface, _drops, ts_hi, ts_lo, incl = struct.unpack_from(bo + "HHIII", data, body)
+                yield 0.0, ifaces[0][0], data[body + 4:body + 4 + incl], wire_length(incl, orig)
+        elif btype == 2 and blen >= 32:  # obsolete Packet Block
+            iface, _drops, ts_hi, ts_lo, incl, orig = struct.unpack_from(bo + "HHIIII", data,
+                                                                         body)
             if iface < len(ifaces):
                 lt, unit = ifaces[iface]
                 st.packets += 1
-                yield ((ts_hi << 32) | ts_lo) * unit, lt, data[body + 20:body + 20 + incl]
+                yield (((ts_hi << 32) | ts_lo) * unit, lt, data[body + 20:body + 20 + incl],
+                       wire_length(incl, orig))
         elif btype == 1:  # Interface Description Block
             lt = struct.unpack_from(bo + "H", data, body)[0]
             unit = _if_tsresol(data, body + 8, pos + blen - 4, bo)
