@@ -141,7 +141,10 @@ class EventLog:
 
     ``host``, when given, is added to every event (EVE's ``host``, the sensor's name).
     ``live`` selects the daemon's behaviour (append, alerts at once, reopen, size cap of
-    ``max_mib``, 0 for none); without it, replay's (truncate, batches).
+    ``max_mib``, 0 for none); without it, replay's (truncate, batches). Live, events other
+    than alerts still wait for a batch of ``BATCH_EVENTS``: the daemon calls ``flush()``
+    after each batch of packets it feeds (or once a second), so a reader is never far
+    behind. One thread writes; ``request_reopen`` is the only call safe from elsewhere.
     """
 
     def __init__(self, target: str | None, *, live: bool = False, host: str | None = None,

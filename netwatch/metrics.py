@@ -143,7 +143,8 @@ class PipelineCollector(Collector):
             yield _labelled(CounterMetricFamily, "netwatch_stage_seconds_total", "Time spent "
                             "in each stage: batch (a source's batch through the pipeline), "
                             "inspect (recognisers), dns (DNS answers), events (event log and "
-                            "policy).", ["stage"],
+                            "policy); they nest: batch holds the others, inspect the events "
+                            "its detections cause.", ["stage"],
                             {(k,): v for k, v in dict(times.seconds).items()})
             yield _labelled(CounterMetricFamily, "netwatch_stage_calls_total", "Times each "
                             "stage ran.", ["stage"],

@@ -154,6 +154,7 @@ class Finding:
     name: str | None = None
     bytes_toserver: int = 0
     bytes_toclient: int = 0
+    eve_flow_id: int = 0  # the flow's flow_id in the event log (flow_id is this run's counter)
 
 
 class StageTimes:
@@ -637,7 +638,7 @@ class Pipeline:
         if fnd is None:
             self.findings[f.id] = Finding(f.id, ts, ts, PROTO_NAME[f.proto], client,
                                           f.client_port, server, f.server_port, det,
-                                          self.pcap_name, f.name)
+                                          self.pcap_name, f.name, eve_flow_id=ev["flow_id"])
         else:
             fnd.detection = det
             fnd.ts = ts

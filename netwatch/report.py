@@ -116,7 +116,7 @@ def summary_json(result: Result, captures: tuple[str, ...]) -> dict[str, Any]:
         "captures": list(captures),
         "counters": {k: getattr(c, k) for k in c.__dataclass_fields__},
         "findings": [
-            {"flow_id": f.flow_id, "first_seen": _when(f.first_seen), "proto": f.proto,
+            {"flow_id": f.eve_flow_id, "first_seen": _when(f.first_seen), "proto": f.proto,
              "client": f"{f.client}:{f.client_port}", "server": f"{f.server}:{f.server_port}",
              "name": f.name, "tool": f.detection.tool, "role": f.detection.role,
              "confidence": f.detection.confidence,

@@ -256,3 +256,13 @@ def test_live_log_over_its_cap_moves_to_dot_one(tmp_path: Path) -> None:
     old, new = lines(Path(str(path) + ".1")), lines(path)
     assert log.rotations >= 1 and path.stat().st_size <= 1024
     assert [e["n"] for e in old + new] == list(range(old[0]["n"], 30))
+
+
+def test_the_json_summary_names_flows_as_the_event_log_does(tmp_path: Path) -> None:
+    log = tmp_path / "eve.json"
+    res = CliRunner().invoke(main, ["replay", str(SYNTHETIC / "teamviewer-tcp.pcap"),
+                                    "--eve-log", str(log), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    summary = {f["flow_id"] for f in json.loads(res.output)["findings"]}
+    logged = {e["flow_id"] for e in lines(log) if e["event_type"] == "remote_access"}
+    assert summary and summary == logged
