@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -107,9 +108,13 @@ class Viewer:
         return self.lab.start(self.ns, name, self.command(server_ip), lifetime,
                               {"DISPLAY": f":{self.display}", "HOME": str(home)})
 
-    def session(self, server_ip: str, seconds: float, name: str | None = None) -> Proc:
-        """Connect, move the mouse for ``seconds``, disconnect."""
-        viewer = self.open(server_ip, name or self.command(server_ip)[0], seconds + 30)
+    def session(self, server_ip: str, seconds: float, name: str | None = None,
+                ready: Callable[[], bool] | None = None) -> Proc:
+        """Connect, move the mouse for ``seconds``, disconnect. ``ready``: true once the
+        server shows a desktop (else ``settle_s`` is waited)."""
+        viewer = self.open(server_ip, name or self.command(server_ip)[0], seconds + 60)
+        if ready is not None:
+            self.lab.wait_for("the remote desktop", ready, 40, viewer)
         time.sleep(self.settle_s)
         move_mouse(self.lab, self.ns, self.display, seconds)
         viewer.stop()
@@ -182,6 +187,14 @@ class RdpServer:
         self.lab.wait_port(self.ns, RDP_PORT, xrdp)
         return self
 
+    def logins(self) -> int:
+        """Sessions xrdp has connected to their desktop so far (its log says so)."""
+        try:
+            return (self.lab.workdir / "xrdp.log").read_text(errors="replace").count(
+                "connected ok")
+        except FileNotFoundError:
+            return 0
+
     def stop(self) -> None:
         for proc in reversed(self.procs):
             proc.stop()
@@ -236,9 +249,7 @@ def stop_system_xrdp() -> None:
 @dataclass
 class RdpClient(Viewer):
     """FreeRDP's xfreerdp, logging in as the throwaway user (xrdp's login and session
-    start take a few seconds)."""
-
-    settle_s: float = 3.0
+    start take a few seconds, sometimes ten: wait for RdpServer.logins)."""
 
     def command(self, server_ip: str) -> list[str]:
         return ["xfreerdp", f"/v:{server_ip}:{RDP_PORT}", f"/u:{RDP_USER}",
