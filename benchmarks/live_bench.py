@@ -59,8 +59,9 @@ MAX_LOSS = 0.001
 BISECT_STEPS = 7
 # A trial's packets: long enough that the socket's buffer cannot hide a backlog.
 TRIAL_PACKETS = 200_000
-# The mix's home network and everything else, mapped into the namespaces' own range.
-PNAT = "192.168.0.0/16:10.76.1.0/24,0.0.0.0/0:10.76.128.0/17"
+# The mix's home network and everything else, mapped into the namespaces' own range, away
+# from the lab's own addresses (10.76.1.0/24, 10.76.2.0/24).
+PNAT = "192.168.0.0/16:10.76.64.0/18,0.0.0.0/0:10.76.128.0/17"
 # Messages to one ntfy topic the outbox sends in an hour (netwatch/outbox.py's default);
 # the time-to-alert sessions move to a fresh topic (a household reload) before reaching it.
 TOPIC_BUDGET = 10
@@ -194,8 +195,8 @@ def highest_rate(run_trial: Any, top: float, log: list[dict[str, Any]], name: st
         t = run_trial(pps)
         log.append(asdict(t) | {"loss": t.loss})
         asked = "full speed" if pps is None else f"{pps:,.0f} pps asked"
-        print(f"  {name}: {asked}, {t.pps_sent:,.0f} sent, loss {t.loss:.3%}",
-              file=sys.stderr)
+        print(f"  {name}: {asked}, {t.pps_sent:,.0f} sent, loss {t.loss:.3%} "
+              f"({t.sent:,} sent, {t.seen:,} read, {t.drops:,} kernel drops)", file=sys.stderr)
         if t.loss < MAX_LOSS:
             best = max(best, t.pps_sent)
             return True
@@ -319,27 +320,36 @@ def main() -> int:
         ntfy = receiver(lab)
         household = lab.workdir / "household.yaml"
         household.write_text(household_text(ntfy.url(topic="bench-0")))
-        daemon = NetwatchRun(lab, household, "af_packet", lifetime=7200).start()
+        # A daemon of its own for each measurement: fresh flows, state and outbox.
         if "throughput" not in args.skip:
             print("throughput:", file=sys.stderr)
+            daemon = NetwatchRun(lab, household, "af_packet", lifetime=7200,
+                                 name="throughput").start()
             _, top = tcpreplay(lab, trial_pcap, None)
             result.top_pps = top
             result.netwatch_pps = highest_rate(
                 lambda pps: trial_netwatch(lab, daemon, trial_pcap, pps), top,
                 result.netwatch_trials, "netwatch")
+            daemon.stop()
             result.ndpi_pps = highest_rate(
                 lambda pps: trial_ndpi(lab, trial_pcap, pps), top, result.ndpi_trials,
                 "ndpiReader")
         if "alert" not in args.skip:
             print("time to alert:", file=sys.stderr)
+            daemon = NetwatchRun(lab, household, "af_packet", lifetime=7200,
+                                 name="alert").start()
             secs = time_to_alert(lab, daemon, ntfy, household, args.sessions)
+            daemon.stop()
             result.alert_seconds = secs
             result.alert_p50 = percentile(secs, 0.50)
             result.alert_p95 = percentile(secs, 0.95)
         if "memory" not in args.skip:
             print("memory:", file=sys.stderr)
+            daemon = NetwatchRun(lab, household, "af_packet", lifetime=7200,
+                                 name="memory").start()
             loops = max(1, -(-10_000_000 // result.packets_in_mix)) if args.long else 1
             memory(lab, daemon, pcap, loops, result)
+            daemon.stop()
     finally:
         lab.close()
         if ntfy is not None:

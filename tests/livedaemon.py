@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
 import sys
 import time
 import urllib.parse
@@ -66,20 +68,22 @@ class NetwatchRun:
     source: str = "af_packet"
     lifetime: float = 600
     extra: list[str] = field(default_factory=list)
+    name: str = ""  # the run's name in its files (the source's by default)
     proc: Proc | None = None
     metrics_port: int = 0
     eve: Path = field(init=False)
     state: Path = field(init=False)
 
     def __post_init__(self) -> None:
-        self.eve = self.lab.workdir / f"eve-{self.source}.json"
-        self.state = self.lab.workdir / f"state-{self.source}"
+        self.name = self.name or self.source
+        self.eve = self.lab.workdir / f"eve-{self.name}.json"
+        self.state = self.lab.workdir / f"state-{self.name}"
 
     def start(self) -> NetwatchRun:
         self.state.mkdir(exist_ok=True)
         self.metrics_port = free_port(self.lab.router)
         control_port = free_port(self.lab.router)
-        self.proc = self.lab.start(self.lab.router, f"netwatch-{self.source}", [
+        self.proc = self.lab.start(self.lab.router, f"netwatch-{self.name}", [
             sys.executable, "-m", "netwatch", "run", "--source", self.source,
             "--interface", LAN_IF, "--household", str(self.household),
             "--state-dir", str(self.state), "--eve-log", str(self.eve),
@@ -88,6 +92,19 @@ class NetwatchRun:
         self.lab.wait_for("netwatch run's ready line", lambda: "ready" in self.stderr(),
                           30, self.proc)
         return self
+
+    def stop(self) -> int | None:
+        """SIGTERM, and the exit code (None when it had to be killed)."""
+        if self.proc is None:
+            return None
+        if self.proc.alive():
+            self.proc.signal(signal.SIGTERM)
+            try:
+                self.proc.popen.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.stop()
+                return None
+        return self.proc.popen.returncode
 
     def stderr(self) -> str:
         return self.proc.output() if self.proc else ""
