@@ -45,14 +45,16 @@ case "${1:-}" in
     ;;
   test)
     # tshark is the oracle the decoding tests compare against; ndpiReader is the peer the
-    # speed guard measures netwatch against; promtool (in prometheus) checks /metrics. The
-    # live tests (tests/test_live.py) run real VNC, RDP, SSH and HTTP programs in network
-    # namespaces, watched by netwatch run and a Prometheus server. (On a machine without
-    # systemd, xrdp's postinst may start a system xrdp; the live tests stop it, as its pid
-    # files would clash with theirs.)
+    # speed guard measures netwatch against; promtool (in prometheus) checks /metrics; the
+    # nflog tests build a router from nftables, dnsmasq and openssl in network namespaces.
+    # The live tests (tests/test_live.py) run real VNC, RDP, SSH and HTTP programs in
+    # network namespaces, watched by netwatch run and a Prometheus server. (On a machine
+    # without systemd, xrdp's postinst may start a system xrdp; the live tests stop it, as
+    # its pid files would clash with theirs.)
     apt_install tshark libndpi-bin iproute2 iputils-ping ethtool tcpdump tcpreplay nftables \
-      conntrack procps passwd openssl xvfb x11-apps x11-xserver-utils xdotool x11vnc \
-      tigervnc-viewer freerdp2-x11 xrdp xorgxrdp openssh-server openssh-client prometheus
+      conntrack dnsmasq-base procps passwd openssl xvfb x11-apps x11-xserver-utils xdotool \
+      x11vnc tigervnc-viewer freerdp2-x11 xrdp xorgxrdp openssh-server openssh-client \
+      prometheus
     venv "[test]"
     .venv/bin/ruff check netwatch tests --exclude tests/pcaps
     .venv/bin/mypy netwatch
@@ -79,10 +81,17 @@ case "${1:-}" in
     apt_install libndpi-bin iproute2 ethtool tcpdump tcpreplay procps xvfb x11-apps xdotool \
       x11vnc tigervnc-viewer
     venv "[test]"
-    exec .venv/bin/python benchmarks/live_bench.py "${@:2}"
+    exec as_root .venv/bin/python benchmarks/live_bench.py "${@:2}"
+    ;;
+  bench-nflog)
+    # The nflog mode on a router namespace: the home mix through tcpreplay, what reaches
+    # Python and its CPU per packet of line traffic (needs root; about 3 minutes).
+    apt_install tcpreplay nftables iproute2
+    venv ""
+    exec as_root .venv/bin/python benchmarks/nflog_live.py "${@:2}"
     ;;
   *)
-    echo "usage: bash run.sh demo|test|bench|live-bench" >&2
+    echo "usage: bash run.sh demo|test|bench|bench-nflog|live-bench" >&2
     exit 64
     ;;
 esac

@@ -36,11 +36,8 @@ from .pipeline import Pipeline
 from .recognisers import load_all
 from .signatures import SignatureSet, load_dir
 from .sources.capture import PcapFile, ReadStats, open_source
+from .sources.nflog import FIRST_PACKETS  # what the router's rules pass per connection
 
-# How many packets of each connection (both directions together, as conntrack counts them)
-# the router passes to netwatch in nflog mode. The pipeline inspects at most 24 payload
-# packets of a flow; 32 leaves room for the handshake and a few retransmissions.
-NFLOG_FIRST_PACKETS = 32
 DNS_PORT = 53
 # A Raspberry Pi 4 runs Python about 8 times slower than the 2-core x86 machine the recorded
 # figures come from.
@@ -310,7 +307,7 @@ def sessions_found(log: Path, truth: Path) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- nflog share
 
-def nflog_subset(pcap: Path, out: Path, first: int = NFLOG_FIRST_PACKETS) -> tuple[int, int]:
+def nflog_subset(pcap: Path, out: Path, first: int = FIRST_PACKETS) -> tuple[int, int]:
     """Write the packets a router would pass in nflog mode: the first ``first`` packets of
     each connection (both directions counted together) and every DNS packet. Returns
     (packets kept, packets in the file). Only Ethernet IPv4/IPv6 TCP/UDP is keyed; other
@@ -363,7 +360,7 @@ def nflog_share(report: Report, pcap: Path, truth: Path | None, tmp: Path) -> No
     t_sub = time_process(netwatch_argv(sub, log))
     cpu_all = report.median(report.netwatch, "cpu")
     report.nflog = {
-        "first_packets_per_connection": NFLOG_FIRST_PACKETS,
+        "first_packets_per_connection": FIRST_PACKETS,
         "packets": kept, "of": total, "packet_share": kept / total if total else 0.0,
         "cpu_s": t_sub.cpu, "cpu_share": t_sub.cpu / cpu_all if cpu_all else 0.0,
     }

@@ -20,6 +20,7 @@ LINKTYPE_LOOP = 108  # OpenBSD loopback: address family in network byte order
 LINKTYPE_LINUX_SLL = 113
 LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
+LINKTYPE_NFLOG = 239  # tcpdump -i nflog:N
 LINKTYPE_LINUX_SLL2 = 276
 
 SUPPORTED_LINKTYPES = {
@@ -32,6 +33,7 @@ SUPPORTED_LINKTYPES = {
     LINKTYPE_LINUX_SLL: "Linux cooked (SLL)",
     LINKTYPE_IPV4: "raw IPv4",
     LINKTYPE_IPV6: "raw IPv6",
+    LINKTYPE_NFLOG: "Linux NFLOG",
     LINKTYPE_LINUX_SLL2: "Linux cooked v2 (SLL2)",
 }
 
@@ -74,6 +76,13 @@ _u16 = struct.Struct("!H").unpack_from
 _u32 = struct.Struct("!I").unpack_from
 _le32 = struct.Struct("<I").unpack_from
 _ports = struct.Struct("!HH").unpack_from
+
+# LINKTYPE_NFLOG (tcpdump.org/linktypes/LINKTYPE_NFLOG.html): a 4-byte header (u8 address
+# family, u8 version 0, be16 group), then TLVs of u16 length (header included) and u16 type
+# in the byte order of the host that wrote the file, each padded to 4 bytes. Type 9
+# (NFULA_PAYLOAD) holds the packet from its IP header.
+NFLOG_HDR = 4
+NFULA_PAYLOAD = 9
 
 TCP_FIN = 0x01
 TCP_SYN = 0x02
@@ -133,6 +142,11 @@ def decode_frame(linktype: int, frame: bytes) -> Decoded:
         off = 4
         if not etype:
             return NOT_IP
+    elif linktype == LINKTYPE_NFLOG:
+        packet = nflog_payload(frame)
+        if packet is None:
+            return MALFORMED
+        return decode_frame(LINKTYPE_RAW, packet)
     else:
         return UNSUPPORTED_LINK
 
@@ -208,3 +222,21 @@ def decode_frame(linktype: int, frame: bytes) -> Decoded:
         uend = l4 + ulen if 8 <= ulen and l4 + ulen <= end else end
         return (PROTO_UDP, src, dst, sport, dport, 0, 0, frame[l4 + 8:uend])
     return OTHER_L4
+
+
+def nflog_payload(frame: bytes) -> bytes | None:
+    """The packet inside an NFLOG record (the slow path: such captures are rare). The TLV
+    byte order is the writer's: little-endian is tried first, then big-endian."""
+    if len(frame) < NFLOG_HDR or frame[1] != 0:
+        return None
+    for order in ("<", ">"):
+        tlv = struct.Struct(order + "HH").unpack_from
+        pos = NFLOG_HDR
+        while pos + 4 <= len(frame):
+            length, kind = tlv(frame, pos)
+            if length < 4 or pos + length > len(frame):
+                break
+            if kind & 0x3FFF == NFULA_PAYLOAD:
+                return frame[pos + 4:pos + length]
+            pos += (length + 3) & ~3
+    return None

@@ -60,7 +60,8 @@ TOP_FIELDS = ("timezone", "people", "carers", "devices", "dhcp_leases", "help_wi
 # The session tracker's thresholds a household may change (netwatch/sessions.py,
 # docs/sessions.md), with the unit each is written in.
 SESSION_FIELDS = {"active_bytes_per_s": "bytes per second", "input_bytes_per_s":
-                  "bytes per second", "active_after_s": "seconds", "quiet_after_s": "seconds",
+                  "bytes per second", "connect_bytes_per_s": "bytes per second",
+                  "active_after_s": "seconds", "quiet_after_s": "seconds",
                   "return_window_days": "days", "download_window_minutes": "minutes"}
 PERSON_FIELDS = ("name", "language", "country")
 CARER_FIELDS = ("name", "language", "notify", "for")

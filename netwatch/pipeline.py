@@ -33,6 +33,7 @@ from .recognisers import GIVE_UP, Detection, Evidence, Recogniser, load_all
 from .sessions import SessionTracker, Thresholds, thresholds_from
 from .signatures import DETECTING_ROLES, SignatureSet
 from .sources.capture import MAX_RECORD, PcapFile, ReadStats, open_source
+from .sources.conntrack import Conn
 
 DNS_PORT = 53
 SERVER_ROLES = ("relay", "rendezvous")
@@ -823,7 +824,42 @@ class Pipeline:
         fnd = self.findings.get(f.id)
         if fnd is not None:
             fnd.bytes_toserver, fnd.bytes_toclient = f.bytes[0], f.bytes[1]
-        self.sessions.on_flow_end(f, max(self.now, f.last_ts))
+        self.sessions.on_flow_end(f, f.last_ts)
+
+    def flow_counters(self, conns: Iterable[Conn], now: float
+                      ) -> list[tuple[int, bytes, bytes, int, int]]:
+        """Connection tracking's word on flows (the nflog source: netwatch sees only the
+        first packets of each connection). A known flow takes conntrack's packet and byte
+        counters, which cover all its packets, and ends when conntrack destroys it. Returns
+        the flows worth asking about again, those with a detection or in a session, as
+        (proto, client, server, client port, server port)."""
+        if now > self.now:
+            self.now = now
+        for c in conns:
+            table = self.tables.get(c.proto)
+            hit = table.get(c.client + c.server + _PORTS(c.cport, c.sport)) if table else None
+            if hit is None:
+                continue
+            f, d = hit
+            if c.counted:
+                grew = False
+                for i, way in ((0, d), (1, 1 - d)):  # conntrack's original direction first
+                    if c.bytes[i] > f.bytes[way]:
+                        f.bytes[way], f.pkts[way] = c.bytes[i], max(f.pkts[way], c.pkts[i])
+                        grew = True
+                # Traffic since the last look: the flow was alive until now (within one
+                # refresh). A DESTROY comes long after the last packet (TIME_WAIT, timeouts):
+                # the flow ends at the last time it was seen growing.
+                if grew and not c.ended and now > f.last_ts:
+                    f.last_ts = now
+            if c.ended:
+                self._finish(f)
+        if now >= self._next_sweep:
+            self._clock(now)
+        return [(f.proto, f.client_ip, f.server_ip, f.client_port, f.server_port)
+                for f in self.live.values()
+                if (f.verdict is not None and f.dns_tools is None)
+                or f.id in self.sessions.by_flow]
 
     def end_flows(self) -> None:
         """Finish every flow, in the order they began."""

@@ -7,8 +7,11 @@ A session is one tool on one LAN device; it gathers that tool's flows from that 
 
 States (architecture: ``session`` events on each change):
 
-- ``idle``: only the ID/broker (rendezvous) connection, keepalive traffic;
-- ``connecting``: a relay or direct session flow exists, traffic not (yet) sustained;
+- ``idle``: only the ID/broker (rendezvous) connection, or a relay connection carrying no
+  more than keepalive traffic;
+- ``connecting``: a direct session flow exists (its handshake was seen), or a relay carries
+  more than keepalives (``connect_bps`` over the last ``connect_window_s``), traffic not (yet)
+  sustained;
 - ``active``: sustained two-way traffic: at least ``active_bps`` bytes per second both ways
   together, with the lighter direction (keyboard and mouse one way, the screen the other)
   at least ``input_bps``, for ``active_ticks`` ticks in a row;
@@ -16,7 +19,11 @@ States (architecture: ``session`` events on each change):
 
 The thresholds come from the labelled corpus (see docs/sessions.md): idle keepalives run at
 70-360 B/s both ways together (AnyDesk's idle relay link, TeamViewer's ID server over 400 s),
-live sessions at 2,800-28,000 B/s (RDP, VNC, an AnyDesk relay session).
+live sessions at 2,800-28,000 B/s (RDP, VNC, an AnyDesk relay session). A vendor's relay name
+says which server a flow goes to, not that anyone is connecting through it: an installed
+client keeps such links open for hours, so a relay counts only by the volume it carries.
+Rates count what a flow carried after it joined its session: the handshake that made the
+detection is not screen traffic.
 
 Two facts about a session's past are attached when it starts: a *return* (the same tool on the
 same device within ``return_window_s``, or any session to the same remote peer), and a
@@ -47,6 +54,8 @@ class Thresholds:
 
     tick_s: float = 5.0  # how often the counters are read (packet time)
     active_bps: float = 2000.0  # both directions together, per second
+    connect_bps: float = 1000.0  # a relay above this (both ways) is more than keepalives
+    connect_window_s: float = 30.0  # ... averaged over this long
     input_bps: float = 40.0  # the lighter direction, per second
     active_after_s: float = 5.0  # above the thresholds this long (one tick) -> active
     quiet_after_s: float = 30.0  # below them this long -> back to connecting
@@ -61,6 +70,7 @@ def thresholds_from(settings: dict[str, float]) -> Thresholds:
     """Thresholds with a household file's ``sessions:`` settings applied."""
     t = Thresholds()
     units = {"active_bytes_per_s": ("active_bps", 1.0), "input_bytes_per_s": ("input_bps", 1.0),
+             "connect_bytes_per_s": ("connect_bps", 1.0),
              "active_after_s": ("active_after_s", 1.0), "quiet_after_s": ("quiet_after_s", 1.0),
              "return_window_days": ("return_window_s", 86400.0),
              "download_window_minutes": ("download_window_s", 60.0)}
@@ -82,7 +92,12 @@ class Session:
     flows: list[Flow] = field(default_factory=list)
     peers: set[str] = field(default_factory=set)  # remote addresses and names
     ended_bytes: list[int] = field(default_factory=lambda: [0, 0])  # of flows no longer held
-    last_bytes: list[int] = field(default_factory=lambda: [0, 0])
+    # Bytes its flows had carried when they joined (the handshakes): not counted in rates.
+    joined_bytes: list[int] = field(default_factory=lambda: [0, 0])
+    last_bytes: list[int] = field(default_factory=lambda: [0, 0])  # counted, at last_tick
+    # (time, counted bytes both ways) at each tick of the last connect_window_s, oldest first.
+    window: deque[tuple[float, int]] = field(default_factory=deque)
+    last_seen: float = 0.0  # the last packet of its ended flows
     last_tick: float = 0.0  # when its counters were last read
     hot_since: float | None = None  # start of the current run of busy ticks
     cold_since: float | None = None  # start of the current run of quiet ticks
@@ -99,6 +114,11 @@ class Session:
         if ip_str(f.client_ip) == self.device_ip:
             return f.bytes[0], f.bytes[1]
         return f.bytes[1], f.bytes[0]
+
+    def counted(self) -> tuple[int, int]:
+        """Bytes each way since its flows joined it: what rates are computed from."""
+        out, inn = self.bytes()
+        return out - self.joined_bytes[0], inn - self.joined_bytes[1]
 
     def bytes(self) -> tuple[int, int]:
         """Bytes each way, device -> remote first, over all its flows so far."""
@@ -161,6 +181,9 @@ class SessionTracker:
             if len(s.flows) < self.t.max_flows:
                 s.flows.append(f)
                 self.by_flow[f.id] = s
+                o, i = s.flow_bytes(f)
+                s.joined_bytes[0] += o
+                s.joined_bytes[1] += i
         if s.main is None or det.role in CONNECT_ROLES:
             s.main = f
         s.peers.add(ip_str(f.server_ip if ip_str(f.client_ip) == device else f.client_ip))
@@ -171,31 +194,36 @@ class SessionTracker:
             s.relayed = True
         if det.role == "session":
             s.direct = True
-        if det.role in CONNECT_ROLES and state == "idle":
-            state = "connecting"
+        if det.role == "session" and state == "idle":
+            state = "connecting"  # a relay waits for its volume (``_evaluate``)
         if new or state != s.state:
             self._change(s, state, ts)
         if self.next_tick == float("inf"):
             self.next_tick = ts + self.t.tick_s
 
     def on_flow_end(self, f: Flow, ts: float) -> None:
-        """A flow was finished (timeout, end of input): a session with no flow left ends."""
+        """A flow was finished (timeout, eviction, end of input) with its last packet at
+        ``ts``: a session with no flow left ends then."""
         s = self.by_flow.pop(f.id, None)
         if s is None:
             return
+        # ``ts`` is the flow's last packet, whenever its end is noticed (a sweep after a gap
+        # of days in a capture, the end of a file): the session's history uses that time.
+        if ts > s.last_seen:
+            s.last_seen = ts
         if f.verdict is not None and f.verdict.role in CONNECT_ROLES:
-            self._evaluate(s, max(ts, f.last_ts))  # a last look at what it carried
+            self._evaluate(s, ts)  # a last look at what it carried
         # The finished flow's bytes stay in the session's totals.
         o, i = s.flow_bytes(f)
         s.ended_bytes[0] += o
         s.ended_bytes[1] += i
         s.flows = [x for x in s.flows if x is not f]
         if not s.flows:
-            self._end(s, max(ts, f.last_ts))
+            self._end(s, max(s.last_seen, s.last_change))
         elif s.state in ("connecting", "active") and not self._carrying(s):
             # The relay or session link closed; the client stays with its ID server.
             s.hot_since = s.cold_since = None
-            self._change(s, "idle", max(ts, f.last_ts))
+            self._change(s, "idle", max(ts, s.last_change))
 
     def tick(self, now: float) -> None:
         """Read the counters of every open session (called every ``tick_s`` of packet time;
@@ -211,14 +239,23 @@ class SessionTracker:
         since = s.last_tick or s.started
         if now <= since:
             return
-        out, inn = s.bytes()
+        out, inn = s.counted()
         d_out, d_in = out - s.last_bytes[0], inn - s.last_bytes[1]
         s.last_bytes = [out, inn]
         s.last_tick = now
         span = now - since
         rate = (d_out + d_in) / span
         lighter = min(d_out, d_in) / span
-        if self._carrying(s) and rate >= self.t.active_bps and lighter >= self.t.input_bps:
+        # The relays' volume over the last window: keepalives or a connection in use.
+        win = s.window
+        if not win:
+            win.append((since, 0))
+        win.append((now, out + inn))
+        while len(win) > 2 and now - win[1][0] >= self.t.connect_window_s:
+            win.popleft()
+        relay_in_use = (out + inn - win[0][1]) / (now - win[0][0]) >= self.t.connect_bps
+        carrying = self._carrying(s)
+        if carrying and rate >= self.t.active_bps and lighter >= self.t.input_bps:
             s.cold_since = None
             if s.hot_since is None:
                 s.hot_since = since
@@ -232,10 +269,23 @@ class SessionTracker:
             self._change(s, "active", now)
         elif s.state == "active" and s.cold_since is not None and \
                 now - s.cold_since >= self.t.quiet_after_s:
-            self._change(s, "connecting" if self._carrying(s) else "idle", now)
+            self._change(s, self._settled(s, relay_in_use), now)
         elif s.state == "active" and now - s.last_change >= self.t.report_every_s:
             # Still active: the same state again, so the carers hear "still active, 20 min".
             self._change(s, "active", now)
+        elif s.state in ("idle", "connecting") and carrying:
+            state = self._settled(s, relay_in_use)
+            if state != s.state:
+                self._change(s, state, now)
+
+    def _settled(self, s: Session, relay_in_use: bool) -> str:
+        """The state of a session that is not active: a direct session flow is a connection
+        being made; a relay is one only while it carries more than keepalives."""
+        if any(f.verdict is not None and f.verdict.role == "session" for f in s.flows):
+            return "connecting"
+        if relay_in_use and self._carrying(s):
+            return "connecting"
+        return "idle"
 
     @staticmethod
     def _carrying(s: Session) -> bool:

@@ -22,7 +22,9 @@ def test_the_demo_shows_a_household_alert_with_its_reasons(tmp_path: Path) -> No
     assert res.exit_code == 0, res.output
     events = [json.loads(x) for x in log.read_text(encoding="utf-8").splitlines()]
     states = [e["session"]["state"] for e in events if e["event_type"] == "session"]
-    assert states == ["idle", "connecting", "active", "connecting", "idle", "ended"]
+    # The relay counts by its volume: idle client, then someone in control, then idle again
+    # when the remote side has gone.
+    assert states == ["idle", "active", "idle", "ended"]
     session = next(e["session"] for e in events if e["event_type"] == "session"
                    and e["session"]["state"] == "active")
     assert session["relayed"] is True and session["after_download"]["ago_s"] < 3600

@@ -140,7 +140,8 @@ def test_stage_times_show_when_the_daemon_keeps_them(tmp_path: Path) -> None:
 
 def test_decode_errors_are_counted_by_reason(tmp_path: Path) -> None:
     pipe = Pipeline(signatures(), EventLog(None))
-    pipe.feed([(1.0, 1, b"\x00" * 12 + b"\x08\x00" + b"\x45\x00\x00")])  # cut IPv4 header
+    cut = b"\x00" * 12 + b"\x08\x00" + b"\x45\x00\x00"  # an IPv4 header cut short
+    pipe.feed([(1.0, 1, cut, len(cut))])
     samples = scrape(make_registry(pipe)[0])
     assert value(samples, "netwatch_decode_errors_total", reason="malformed") == 1
 

@@ -38,7 +38,9 @@ def test_idle_then_connecting_then_active_then_back() -> None:
         t.tick(float(now))
     for now in range(50, 120, 5):  # quiet
         t.tick(float(now))
-    assert states(out) == ["idle", "connecting", "active", "connecting"]
+    # The relay carries more than keepalives from the first tick (connecting), sustained
+    # two-way traffic makes it active, and a quiet relay is an idle client again.
+    assert states(out) == ["idle", "connecting", "active", "idle"]
     active = next(e for e in out if e["session"]["state"] == "active")
     assert active["session"]["relayed"] is True and active["session"]["bytes_toserver"] > 0
 
@@ -62,7 +64,49 @@ def test_keepalive_rates_stay_idle_and_short_bursts_do_not_count() -> None:
         relay.bytes[0] += 900  # 180 B/s each way: TeamViewer's idle rate
         relay.bytes[1] += 900
         t.tick(float(now))
+    assert states(out) == ["idle", "connecting", "idle"]
+
+
+def test_a_relay_link_with_keepalives_only_stays_idle_for_hours() -> None:
+    t, out = tracker()
+    relay = flow(1, "relay", t, 0.0)
+    for now in range(5, 4 * 3600, 5):
+        relay.bytes[0] += 900  # 180 B/s each way, TeamViewer's idle rate
+        relay.bytes[1] += 900
+        t.tick(float(now))
+    assert states(out) == ["idle"]
+
+
+def test_a_direct_session_flow_is_connecting_at_once() -> None:
+    t, out = tracker()
+    flow(1, "session", t, 0.0, tool="rdp")
     assert states(out) == ["connecting"]
+
+
+def test_the_handshake_before_a_flow_joined_does_not_make_it_active() -> None:
+    t, out = tracker()
+    f = Flow(1, 6, LAN, 50001, RELAY, 443, 0.0)
+    f.bytes[0], f.bytes[1] = 30_000, 8_000  # the TLS handshake and certificates
+    f.verdict = Detection("anydesk", "relay", "high")
+    t.on_detection(f, f.verdict, 0.2)
+    for now in range(5, 120, 5):
+        f.bytes[0] += 300  # then keepalives
+        f.bytes[1] += 300
+        t.tick(float(now))
+    assert states(out) == ["idle"]
+    assert out[-1]["session"]["bytes_toserver"] >= 30_000  # still counted in the totals
+
+
+def test_a_session_ends_at_its_last_packet_not_when_the_end_is_noticed() -> None:
+    t, out = tracker()
+    f = flow(1, "session", t, 100.0, tool="rdp")
+    f.last_ts = 160.0
+    t.tick(105.0)
+    t.on_flow_end(f, f.last_ts)  # noticed days later, by a sweep
+    ended = out[-1]
+    assert ended["session"]["state"] == "ended"
+    assert ended["timestamp"].startswith("1970-01-01T00:02:40")
+    assert ended["session"]["duration_s"] == 60.0
 
 
 def test_an_active_session_is_reported_again_every_report_interval() -> None:
@@ -81,7 +125,8 @@ def test_returns_and_downloads_are_attached_when_a_session_starts() -> None:
     dl = Flow(9, 6, LAN, 49999, bytes([198, 51, 100, 30]), 443, 0.0)
     t.on_detection(dl, Detection("anydesk", "download", "medium"), 0.0)
     first = flow(1, "relay", t, 120.0)
-    t.on_flow_end(first, 300.0)
+    first.last_ts = 300.0
+    t.on_flow_end(first, first.last_ts)
     flow(2, "relay", t, 3 * 86400.0)
     sessions = [e["session"] for e in out]
     assert sessions[0]["after_download"] == {"ago_s": 120.0}

@@ -367,6 +367,8 @@ write_tables() {
             "$(sha256sum "$p" | cut -d' ' -f1)" "tests/pcaps/recorded/record.sh" "-" \
             "RECORDED: FreeRDP xfreerdp $(pkgver freerdp2-x11) logging in to xrdp $(pkgver xrdp) with xorgxrdp $(pkgver xorgxrdp) (Debian 12 packages), negotiated TLS security, between netns $IP_REMOTE -> $IP_HOME:$RDP_PORT" >>"$man"
     fi
+    # the NFLOG capture has its own recorder; keep its rows
+    bash "$HERE/record-nflog.sh" tables
 }
 
 # --------------------------------------------------------------------------

@@ -129,14 +129,16 @@ class Capture:
         return out
 
 
-def write_pcap(path, frames, linktype=1):
-    """Classic libpcap, microsecond resolution, little-endian."""
-    buf = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype))
+def write_pcap(path, frames, linktype=1, snaplen=65535):
+    """Classic libpcap, microsecond resolution, little-endian.  Frames longer than
+    `snaplen` are cut to it, their original length kept, as `tcpdump -s` does."""
+    buf = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, snaplen, linktype))
     for t_ns, _iface, data in frames:
         assert t_ns % 1000 == 0, "classic pcap timestamps must be whole microseconds"
         t_us = t_ns // 1000
-        buf += struct.pack("<IIII", t_us // 1_000_000, t_us % 1_000_000, len(data), len(data))
-        buf += data
+        kept = data[:snaplen]
+        buf += struct.pack("<IIII", t_us // 1_000_000, t_us % 1_000_000, len(kept), len(data))
+        buf += kept
     path.write_bytes(bytes(buf))
     return len(frames)
 
@@ -635,6 +637,58 @@ def web_tls13(cap, t, sip, sni, cport, server_records=(1200, 1200, 800), alpn=("
     return f.close(t, C, rtt=ms(22))
 
 
+def anydesk_relay_session(cap, t, relay, relay_name, relay_port, relay_cert, session_end,
+                          link=None):
+    """An AnyDesk session through a relay from the laptop: TLS 1.2 with the relay's name and
+    AnyDesk's ALPN, then screen updates upstream and input downstream until `session_end`,
+    ended by the remote side.  Returns the time of the last packet."""
+    rng = cap.rng
+    rf = TCPFlow(cap, link or lan_link(relay, 53), relay_port, 443)
+    t = rf.handshake(t + ms(2), rtt=ms(30))
+    t += ms(1)
+    rf.send(t, C, client_hello(rng, sni=relay_name, alpn=("anydesk/7.1.0/windows",), tls13=False))
+    t += ms(30)
+    # REF-AD: server certificate subject O=philandro Software GmbH (CN=AnyNet Relay);
+    # TLS 1.2, so the Certificate message is in clear.
+    rf.send(t, S, tls12_server_flight(rng, [relay_cert], alpn="anydesk/7.1.0/windows"))
+    t += ms(3)
+    rf.send(t, C, tls12_client_finish(rng))
+    t += ms(30)
+    rf.send(t, S, tls12_server_finish(rng))
+    t += ms(2)
+    # The session.  REF "How to read idle vs. live traffic": screen
+    # updates upstream from the controlled PC (large, bursty), input events
+    # downstream (small, frequent).  About 4-6 KB/s upstream on average: the
+    # low end of the live sessions in the labelled corpus (2.8-28 KB/s).
+    t += ms(400)
+    while t < session_end - sec(5):
+        r = rng.random()
+        if r < 0.45:
+            # input event from the remote side (mouse/keyboard), then the
+            # screen change it causes goes back up
+            rf.send(t, S, appdata(rng, rng.randrange(24, 72)))
+            t += ms(rng.randrange(15, 45))
+        n = rng.randrange(2, 6)
+        for _ in range(n):
+            size = rng.randrange(900, 1380) if rng.random() < 0.7 else rng.randrange(90, 340)
+            rf.send(t, C, appdata(rng, size))
+            t += ms(rng.randrange(1, 6))
+        # the relay ACKs the burst (delayed ACK) unless it has input to send
+        t += ms(rng.randrange(25, 40))
+        if rng.random() < 0.5:
+            rf.send(t, S, appdata(rng, rng.randrange(24, 72)))
+            t += ms(rng.randrange(30, 60))
+            rf.ack(t, C)
+        else:
+            rf.ack(t, S)
+        t += ms(rng.randrange(250, 900))
+    rf.ack(t, C)
+    rf.ack(t, S)
+    t = max(t + ms(500), session_end)
+    rf.close(t, S, rtt=ms(30))      # the remote side ends the session
+    return t
+
+
 def build_demo():
     """1. demo-anydesk-scam.pcap: the README story (starts 2024-03-05T13:58:00Z)."""
     name = "demo-anydesk-scam.pcap"
@@ -722,50 +776,8 @@ def build_demo():
     flow_row(name, "udp", LAPTOP_IP, dport, ROUTER_IP, 53, "anydesk", "dns",
              "DNS A query relay-3a4f9c01.net.anydesk.com (REF-AD names: relay-[a-f0-9]{8}.net.anydesk.com)")
     relay_port = next(ports)
-    rf = TCPFlow(cap, lan_link(RELAY, 53), relay_port, 443)
-    t = rf.handshake(t + ms(2), rtt=ms(30))
-    t += ms(1)
-    rf.send(t, C, client_hello(rng, sni=RELAY_NAME, alpn=("anydesk/7.1.0/windows",), tls13=False))
-    t += ms(30)
-    # REF-AD: server certificate subject O=philandro Software GmbH (CN=AnyNet Relay);
-    # TLS 1.2, so the Certificate message is in clear.
-    rf.send(t, S, tls12_server_flight(rng, [relay_cert], alpn="anydesk/7.1.0/windows"))
-    t += ms(3)
-    rf.send(t, C, tls12_client_finish(rng))
-    t += ms(30)
-    rf.send(t, S, tls12_server_finish(rng))
-    t += ms(2)
-    # Session, four minutes.  REF "How to read idle vs. live traffic": screen
-    # updates upstream from the controlled PC (large, bursty), input events
-    # downstream (small, frequent).  About 4-6 KB/s upstream on average: the
-    # low end of the live sessions in the labelled corpus (2.8-28 KB/s).
-    session_end = t0 + sec(450)
-    t += ms(400)
-    while t < session_end - sec(5):
-        r = rng.random()
-        if r < 0.45:
-            # input event from the remote side (mouse/keyboard), then the
-            # screen change it causes goes back up
-            rf.send(t, S, appdata(rng, rng.randrange(24, 72)))
-            t += ms(rng.randrange(15, 45))
-        n = rng.randrange(2, 6)
-        for _ in range(n):
-            size = rng.randrange(900, 1380) if rng.random() < 0.7 else rng.randrange(90, 340)
-            rf.send(t, C, appdata(rng, size))
-            t += ms(rng.randrange(1, 6))
-        # the relay ACKs the burst (delayed ACK) unless it has input to send
-        t += ms(rng.randrange(25, 40))
-        if rng.random() < 0.5:
-            rf.send(t, S, appdata(rng, rng.randrange(24, 72)))
-            t += ms(rng.randrange(30, 60))
-            rf.ack(t, C)
-        else:
-            rf.ack(t, S)
-        t += ms(rng.randrange(250, 900))
-    rf.ack(t, C)
-    rf.ack(t, S)
-    t = max(t + ms(500), session_end)
-    rf.close(t, S, rtt=ms(30))      # the remote side ends the session
+    t = anydesk_relay_session(cap, t, RELAY, RELAY_NAME, relay_port, relay_cert,
+                              t0 + sec(450))
     flow_row(name, "tcp", LAPTOP_IP, relay_port, RELAY, 443, "anydesk", "relay|session",
              "TLS 1.2 SNI relay-3a4f9c01.net.anydesk.com, ALPN anydesk/7.1.0/windows, server cert CN=AnyNet Relay O=philandro Software GmbH; 4 minutes of screen updates upstream (~5 KB/s), input downstream")
 
@@ -1080,6 +1092,84 @@ def build_neg_rfb_lookalike():
     flow_row(name, "tcp", LAPTOP_IP, cport, SRV, 80, "none", "-", "HTTP POST body 'RFB is a protocol', not RFB")
 
 
+# --------------------------------------------------------------------------
+# Session scenarios: what the session tracker must get right on any capture
+# --------------------------------------------------------------------------
+def anydesk_relay_visit(cap, t, relay, relay_name, relay_port, minutes):
+    """DNS lookup of an AnyDesk relay, then a relay session of `minutes`."""
+    cert = self_signed_cert("AnyNet Relay", "philandro Software GmbH",
+                            "netwatch-synthetic-anynet-relay")
+    dport, t = dns_exchange(cap, dns_link(), t, relay_name, relay, ttl=60)
+    flow_row(cap.name, "udp", LAPTOP_IP, dport, ROUTER_IP, 53, "anydesk", "dns",
+             f"DNS A query {relay_name} (REF-AD names: relay-[a-f0-9]{{8}}.net.anydesk.com)")
+    return anydesk_relay_session(cap, t, relay, relay_name, relay_port, cert,
+                                 t + sec(60 * minutes))
+
+
+def build_session_snaplen():
+    """An AnyDesk relay session recorded with a snap length of 160 bytes: the volume on the
+    wire is the records' original length, not what was kept."""
+    name = "session-snaplen-anydesk.pcap"
+    cap = Capture(name, seed=0x5CA3_0101)
+    t = ts_us("2024-03-05T14:00:00Z")
+    relay, relay_name, port = "198.51.100.78", "relay-5b6c7d8e.net.anydesk.com", 51400
+    anydesk_relay_visit(cap, t, relay, relay_name, port, minutes=3)
+    n = write_pcap(OUT / name, cap.render(), snaplen=160)
+    MANIFEST.append((name, "positive", "anydesk", n,
+                     "SYNTHETIC: snap length 160: DNS relay-5b6c7d8e.net.anydesk.com, then an AnyDesk relay session of 3 min from laptop 192.168.1.23 (~5 KB/s on the wire, ~0.6 KB/s kept), Tue 2024-03-05 15:00 CET"))
+    flow_row(name, "tcp", LAPTOP_IP, port, relay, 443, "anydesk", "relay|session",
+             "TLS 1.2 to the relay, cut to 160 bytes per frame (original lengths kept); the relay name comes from the DNS answer")
+
+
+def build_session_idle_teamviewer():
+    """An installed TeamViewer client keeping its link to a router*.teamviewer.com server
+    for two hours: keepalives only, about 100 B/s."""
+    name = "session-idle-teamviewer.pcap"
+    cap = Capture(name, seed=0x5CA3_0102)
+    rng = cap.rng
+    tv_ip = "198.51.100.58"
+    t = ts_us("2024-03-05T19:00:00Z")
+    dport, t = dns_exchange(cap, dns_link(), t, "router3.teamviewer.com", tv_ip, ttl=300)
+    flow_row(name, "udp", LAPTOP_IP, dport, ROUTER_IP, 53, "teamviewer", "dns",
+             "DNS A query router3.teamviewer.com")
+    cport = 52700
+    f = TCPFlow(cap, lan_link(tv_ip, 50), cport, 5938)
+    t = f.handshake(t + ms(3), rtt=ms(36))
+    # REF-TV framing as in build_teamviewer: 0x17 0x24 first, then 0x11 0x30.
+    t += ms(1)
+    f.send(t, C, b"\x17\x24" + rng.randbytes(22))
+    t += ms(36)
+    f.send(t, S, b"\x17\x24" + rng.randbytes(22))
+    end = t + sec(2 * 3600)
+    while t < end:
+        t += sec(8) + ms(rng.randrange(0, 500))
+        f.send(t, C, b"\x11\x30" + rng.randbytes(rng.randrange(200, 600)))
+        t += ms(36)
+        f.send(t, S, b"\x11\x30" + rng.randbytes(rng.randrange(200, 600)))
+        f.ack(t + ms(40), C)
+    f.close(t + sec(1), C, rtt=ms(36))
+    n = write_pcap(OUT / name, cap.render())
+    MANIFEST.append((name, "positive", "teamviewer", n,
+                     "SYNTHETIC: an idle TeamViewer client: DNS router3.teamviewer.com, then 2 h of keepalives (~100 B/s both ways) on TCP/5938, Tue 2024-03-05 20:00-22:00 CET"))
+    flow_row(name, "tcp", LAPTOP_IP, cport, tv_ip, 5938, "teamviewer", "relay|rendezvous",
+             "TCP/5938 to router3.teamviewer.com; 17 24 both ways, then 11 30 keepalives every ~8 s for 2 h")
+
+
+def build_session_return():
+    """Two AnyDesk sessions on the laptop two days apart, through different relays."""
+    name = "session-return-days.pcap"
+    cap = Capture(name, seed=0x5CA3_0103)
+    visits = (("2024-03-04T14:00:00Z", "198.51.100.79", "relay-1a2b3c4d.net.anydesk.com", 51500),
+              ("2024-03-06T14:30:00Z", "198.51.100.80", "relay-9f8e7d6c.net.anydesk.com", 51600))
+    for when, relay, relay_name, port in visits:
+        anydesk_relay_visit(cap, ts_us(when), relay, relay_name, port, minutes=2)
+        flow_row(name, "tcp", LAPTOP_IP, port, relay, 443, "anydesk", "relay|session",
+                 f"TLS 1.2 SNI {relay_name}, 2 min of screen updates upstream")
+    n = write_pcap(OUT / name, cap.render())
+    MANIFEST.append((name, "positive", "anydesk", n,
+                     "SYNTHETIC: AnyDesk relay sessions of 2 min on laptop 192.168.1.23 on Mon 2024-03-04 15:00 CET and again on Wed 2024-03-06 15:30 CET, through two relays"))
+
+
 def main():
     build_demo()
     build_rdp("split")
@@ -1092,6 +1182,9 @@ def main():
     build_neg_tls_lookalike()
     build_neg_scan()
     build_neg_rfb_lookalike()
+    build_session_snaplen()
+    build_session_idle_teamviewer()
+    build_session_return()
     for _, _, _, _, d in MANIFEST:
         assert d.startswith("SYNTHETIC:")
     with open(OUT / "MANIFEST.tsv", "w", encoding="utf-8", newline="\n") as fh:
