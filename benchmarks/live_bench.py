@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -354,6 +356,8 @@ def main() -> int:
         lab.close()
         if ntfy is not None:
             ntfy.stop()
+        if not os.environ.get("NETWATCH_KEEP_LIVE"):
+            shutil.rmtree(lab.workdir, ignore_errors=True)
     print(render(result))
     if args.json:
         args.json.write_text(json.dumps(asdict(result), indent=1))
