@@ -257,14 +257,17 @@ class Lab:
         tail = f"\n--- {proc.name} ---\n{proc.output()[-3000:]}" if proc else ""
         raise LabError(f"{what}: not within {within:g} s{tail}")
 
-    def listening(self, ns: str, port: int, proto: str = "t") -> bool:
-        res = _run(["ip", "netns", "exec", ns, "ss", f"-Hl{proto}n", f"sport = :{port}"])
+    def listening(self, ns: str, port: int, ip: str | None = None) -> bool:
+        """A TCP listener on ``port`` (on ``ip`` itself when given: another program may
+        listen on the same port of another address)."""
+        where = f"src {ip}:{port}" if ip else f"sport = :{port}"
+        res = _run(["ip", "netns", "exec", ns, "ss", "-Hltn", where])
         return bool(res.stdout.strip())
 
     def wait_port(self, ns: str, port: int, proc: Proc | None = None,
-                  within: float = 15) -> None:
+                  within: float = 15, ip: str | None = None) -> None:
         self.wait_for(f"a listener on port {port} in {ns}",
-                      lambda: self.listening(ns, port), within, proc)
+                      lambda: self.listening(ns, port, ip), within, proc)
 
     # -- X displays --------------------------------------------------------------------
 

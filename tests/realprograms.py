@@ -79,7 +79,7 @@ class VncServer:
             "x11vnc", "-display", f":{self.display}", "-rfbport", str(VNC_PORT),
             "-listen", self.ip, "-rfbauth", str(work / "vncpasswd"), "-forever", "-shared",
             "-noxdamage", "-nolookup", "-no6", "-quiet"], self.lifetime)
-        self.lab.wait_port(self.ns, VNC_PORT, self.proc)
+        self.lab.wait_port(self.ns, VNC_PORT, self.proc, ip=self.ip)
         return self
 
 
@@ -274,7 +274,7 @@ def ssh_login(lab: Lab, server_ns: str, server_ip: str, client_ns: str,
         "-o", f"AuthorizedKeysFile={work / 'authorized_keys'}", "-o", "StrictModes=no",
         "-o", "PermitRootLogin=prohibit-password", "-o", "UsePAM=no",
         "-o", "PidFile=none"], 60)
-    lab.wait_port(server_ns, port, sshd)
+    lab.wait_port(server_ns, port, sshd, ip=server_ip)
     res = lab.run(client_ns, [
         "ssh", "-i", str(work / "userkey"), "-p", str(port), "-o", "BatchMode=yes",
         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
@@ -292,7 +292,7 @@ def http_get(lab: Lab, server_ns: str, server_ip: str, client_ns: str,
     server = lab.start(server_ns, f"http{port}", [
         "python3", "-m", "http.server", str(port), "--bind", server_ip,
         "--directory", str(root)], 60)
-    lab.wait_port(server_ns, port, server)
+    lab.wait_port(server_ns, port, server, ip=server_ip)
     res = lab.run(client_ns, ["python3", "-c",
                               "import sys, urllib.request as u; "
                               f"sys.stdout.write(u.urlopen('http://{server_ip}:{port}/', "

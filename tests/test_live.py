@@ -234,6 +234,6 @@ def test_sigterm_flushes_and_exits_0(live: Live) -> None:
                        ) from None
     assert code == 0, live.daemon.stderr()[-3000:]
     events = live.daemon.events()
-    assert events[-1]["event_type"] == "stats"
+    assert events[-1]["event_type"] == "stats", [e["event_type"] for e in events[-5:]]
     assert [e for e in events if e["event_type"] == "remote_access"
             and e["dest_ip"] == LOOKALIKE_IP] == []

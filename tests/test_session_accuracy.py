@@ -43,7 +43,7 @@ def test_a_capture_cut_by_a_snap_length_counts_the_wire_bytes(tmp_path: Path) ->
     assert stats["bytes"] > 4 * stats["captured_bytes"]
     states = [s["state"] for s in of_type(events, "session")]
     assert "active" in states
-    assert {a["severity"] for a in of_type(events, "alert")} == {"critical"}
+    assert {a["level"] for a in of_type(events, "alert")} == {"critical"}
 
 
 def test_pcapng_records_give_their_original_length(tmp_path: Path) -> None:
