@@ -81,14 +81,14 @@ case "${1:-}" in
     apt_install libndpi-bin iproute2 ethtool tcpdump tcpreplay procps xvfb x11-apps xdotool \
       x11vnc tigervnc-viewer
     venv "[test]"
-    exec as_root .venv/bin/python benchmarks/live_bench.py "${@:2}"
+    as_root .venv/bin/python benchmarks/live_bench.py "${@:2}"
     ;;
   bench-nflog)
     # The nflog mode on a router namespace: the home mix through tcpreplay, what reaches
     # Python and its CPU per packet of line traffic (needs root; about 3 minutes).
     apt_install tcpreplay nftables iproute2
     venv ""
-    exec as_root .venv/bin/python benchmarks/nflog_live.py "${@:2}"
+    as_root .venv/bin/python benchmarks/nflog_live.py "${@:2}"
     ;;
   *)
     echo "usage: bash run.sh demo|test|bench|bench-nflog|live-bench" >&2
