@@ -73,9 +73,9 @@ class VncServer:
                        capture_output=True, timeout=20, check=True)
         self.display = self.lab.xvfb(self.ns, "1024x768x24", self.lifetime)
         env = {"DISPLAY": f":{self.display}"}
-        self.lab.start(self.ns, "xclock", ["xclock", "-update", "1", "-geometry",
+        self.lab.start(self.ns, f"xclock-{self.ns}", ["xclock", "-update", "1", "-geometry",
                                            "300x300+50+50"], self.lifetime, env)
-        self.proc = self.lab.start(self.ns, "x11vnc", [
+        self.proc = self.lab.start(self.ns, f"x11vnc-{self.ns}", [
             "x11vnc", "-display", f":{self.display}", "-rfbport", str(VNC_PORT),
             "-listen", self.ip, "-rfbauth", str(work / "vncpasswd"), "-forever", "-shared",
             "-noxdamage", "-nolookup", "-no6", "-quiet"], self.lifetime)

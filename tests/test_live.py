@@ -171,6 +171,16 @@ def test_an_rdp_login_is_detected_alerted_and_counted(live: Live) -> None:
         'sum(netwatch_detections_total{tool="rdp",role="session"})') >= 1
 
 
+def test_the_pc_controlled_from_the_internet_is_detected_too(live: Live) -> None:
+    # The scam's own direction: a VNC server on the PC, the viewer outside.
+    rp.VncServer(live.lab, live.lab.pc, PC_IP).start()
+    viewer = rp.VncViewer(live.lab, live.lab.inet).start()
+    viewer.session(PC_IP, 1, name="vncviewer-from-outside")
+    ra = live.daemon.wait_event("the inbound VNC session", lambda e: _is(
+        "vnc", port=rp.VNC_PORT, confidence="high")(e) and e["dest_ip"] == PC_IP)
+    assert ra["src_ip"] == INET_IP
+
+
 def test_ssh_on_3389_and_http_on_5900_are_not_remote_access(live: Live) -> None:
     ssh = rp.ssh_login(live.lab, live.lab.inet, LOOKALIKE_IP, live.lab.pc, rp.RDP_PORT)
     assert ssh.returncode == 0, ssh.stderr
