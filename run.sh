@@ -3,6 +3,8 @@
 #   bash run.sh demo   install netwatch in .venv and replay the bundled demo capture
 #   bash run.sh test   install netwatch, its test tools and tshark, then run every test
 #   bash run.sh bench  the full benchmark on the 1M-packet home mix (minutes, not in CI)
+#   bash run.sh live-bench [--long]  netwatch run in network namespaces: live throughput
+#                      against ndpiReader, time to alert, memory (minutes, not in CI)
 # Installs with apt-get (as root, or through sudo) and pip into .venv; safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -46,11 +48,16 @@ case "${1:-}" in
     # speed guard measures netwatch against; promtool (in prometheus) checks /metrics;
     # dnsmasq-base and iproute2: the dnslog test runs a real dnsmasq in namespaces; the nflog
     # tests build a router from nftables, dnsmasq and openssl in network namespaces;
-    # nftables and conntrack: the live blocking tests (tests/test_block_live.py); Xvfb,
-    # x11vnc and TigerVNC's viewer: the real VNC session they cut; tcpreplay (with
-    # tcprewrite) puts traffic on the veth pairs of the af_packet and netwatch run tests.
-    apt_install tshark libndpi-bin prometheus nftables conntrack iproute2 dnsmasq-base \
-      openssl tcpdump xvfb x11vnc tigervnc-viewer x11-apps tcpreplay
+    # nftables and conntrack: the live blocking tests (tests/test_block_live.py); tcpreplay
+    # (with tcprewrite) puts traffic on the veth pairs of the af_packet and netwatch run
+    # tests. The live tests (tests/test_live.py) run real VNC, RDP, SSH and HTTP programs in
+    # network namespaces, watched by netwatch run and a Prometheus server. (On a machine
+    # without systemd, xrdp's postinst may start a system xrdp; the live tests stop it, as
+    # its pid files would clash with theirs.)
+    apt_install tshark libndpi-bin iproute2 iputils-ping ethtool tcpdump tcpreplay nftables \
+      conntrack dnsmasq-base procps passwd openssl xvfb x11-apps x11-xserver-utils xdotool \
+      x11vnc tigervnc-viewer freerdp2-x11 xrdp xorgxrdp openssh-server openssh-client \
+      prometheus
     venv "[test]"
     .venv/bin/ruff check netwatch tests --exclude tests/pcaps
     .venv/bin/mypy netwatch
@@ -70,15 +77,24 @@ case "${1:-}" in
     venv ""
     exec .venv/bin/netwatch bench --packets 1000000 --runs 3 "${@:2}"
     ;;
+  live-bench)
+    # netwatch run on a router in network namespaces (needs root): the highest tcpreplay
+    # rate it keeps up with against ndpiReader on the same veth, time to alert over 20
+    # real VNC sessions, and its memory over a long replay (--long: 10 million packets).
+    apt_install libndpi-bin iproute2 ethtool tcpdump tcpreplay procps xvfb x11-apps xdotool \
+      x11vnc tigervnc-viewer
+    venv "[test]"
+    as_root .venv/bin/python benchmarks/live_bench.py "${@:2}"
+    ;;
   bench-nflog)
     # The nflog mode on a router namespace: the home mix through tcpreplay, what reaches
     # Python and its CPU per packet of line traffic (needs root; about 3 minutes).
     apt_install tcpreplay nftables iproute2
     venv ""
-    exec as_root .venv/bin/python benchmarks/nflog_live.py "${@:2}"
+    as_root .venv/bin/python benchmarks/nflog_live.py "${@:2}"
     ;;
   *)
-    echo "usage: bash run.sh demo|test|bench|bench-nflog" >&2
+    echo "usage: bash run.sh demo|test|bench|bench-nflog|live-bench" >&2
     exit 64
     ;;
 esac

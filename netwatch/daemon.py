@@ -423,6 +423,8 @@ class Daemon:
         body = alert["alert"]
         log.info("alert %s: %s: %s", body["id"], body.get("level", body["severity"]),
                  body["title"])
+        assert self.log is not None
+        self.log.flush()
         if self.notifier is not None:
             try:
                 self.notifier.handle(alert)

@@ -305,6 +305,8 @@ class Pipeline:
         if packets:
             self.last_packet_ts = ts
         self.now = last
+        if packets:
+            self.last_packet_ts = last
         c.packets += packets
         c.bytes += nbytes
         c.captured_bytes += captured

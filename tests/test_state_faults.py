@@ -104,7 +104,8 @@ n = Notifier(load_household(str(household(tmp, "ntfy://127.0.0.1:9/maria"))), st
 def alert(i):
     return {"timestamp": f"2024-03-05T14:0{i}:00+00:00", "event_type": "alert",
             "src_ip": "192.168.1.23",
-            "alert": {"id": f"1-{i}", "level": "critical", "severity": 1, "session_id": i, "notify": True,
+            "alert": {"id": f"1-{i}", "level": "critical", "severity": 1, "session_id": i,
+                      "notify": True,
                       "actions": [], "state": "active",
                       "title_code": {"code": "critical", "params": {
                           "tool": "AnyDesk", "who": {"person": "Maria", "device": "laptop"}}},
