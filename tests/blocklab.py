@@ -14,13 +14,16 @@ test file makes its own lab with ``Lab(prefix, base)`` (its names and /16 in pla
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 PC, ROUTER, NET = "nwb-pc", "nwb-r", "nwb-net"
@@ -236,31 +239,82 @@ except OSError as e:
 VNC_TOOLS = ("Xvfb", "xclock", "x11vnc", "vncviewer")
 
 
-def vnc_session(lab: Lab, displays: tuple[int, int], home: Path, port: int = 5900,
-                lifetime: float = 60) -> subprocess.Popen:
-    """A real VNC session across the router: x11vnc on an Xvfb screen (with a ticking clock)
-    on the PC, TigerVNC's viewer on another Xvfb on the internet, connected and updating.
-    Returns the viewer; every process is in ``lab.procs`` and ends after ``lifetime``."""
-    for d in displays:
-        assert not Path(f"/tmp/.X11-unix/X{d}").exists(), f"X display :{d} is in use"
-    pc_d, net_d = displays
-    lab.procs.append(bg(lab.pc, "Xvfb", f":{pc_d}", "-screen", "0", "800x600x24",
+def vnc_server(lab: Lab, display: int, port: int = 5900, lifetime: float = 60) -> None:
+    """x11vnc on an Xvfb screen (with a ticking clock, so the screen keeps changing) on the
+    PC, accepting connections; its processes are in ``lab.procs``."""
+    assert not Path(f"/tmp/.X11-unix/X{display}").exists(), f"X display :{display} is in use"
+    lab.procs.append(bg(lab.pc, "Xvfb", f":{display}", "-screen", "0", "800x600x24",
                         "-nolisten", "tcp", lifetime=lifetime))
-    lab.procs.append(bg(lab.net, "Xvfb", f":{net_d}", "-screen", "0", "1024x768x24",
-                        "-nolisten", "tcp", lifetime=lifetime))
-    assert wait_for(lambda: all(Path(f"/tmp/.X11-unix/X{d}").exists() for d in displays), 10)
-    lab.procs.append(bg(lab.pc, "xclock", "-update", "1", env={"DISPLAY": f":{pc_d}"},
+    assert wait_for(lambda: Path(f"/tmp/.X11-unix/X{display}").exists(), 10)
+    lab.procs.append(bg(lab.pc, "xclock", "-update", "1", env={"DISPLAY": f":{display}"},
                         lifetime=lifetime))
-    lab.procs.append(bg(lab.pc, "x11vnc", "-display", f":{pc_d}", "-rfbport", str(port),
+    lab.procs.append(bg(lab.pc, "x11vnc", "-display", f":{display}", "-rfbport", str(port),
                         "-listen", lab.pc_ip, "-nopw", "-forever", "-shared", "-noxdamage",
                         "-nolookup", "-no6", "-quiet", lifetime=lifetime))
     assert wait_for(lambda: lab.connects(lab.net, lab.pc_ip, port), 15), "x11vnc did not start"
+
+
+def vnc_screen(lab: Lab, display: int, lifetime: float = 60) -> None:
+    """An Xvfb screen on the internet side for the viewer."""
+    assert not Path(f"/tmp/.X11-unix/X{display}").exists(), f"X display :{display} is in use"
+    lab.procs.append(bg(lab.net, "Xvfb", f":{display}", "-screen", "0", "1024x768x24",
+                        "-nolisten", "tcp", lifetime=lifetime))
+    assert wait_for(lambda: Path(f"/tmp/.X11-unix/X{display}").exists(), 10)
+
+
+def vnc_viewer(lab: Lab, display: int, home: Path, port: int = 5900,
+               lifetime: float = 60) -> subprocess.Popen:
+    """TigerVNC's viewer on the internet side's screen ``display``, connecting to the PC."""
     viewer = bg(lab.net, "vncviewer", "SecurityTypes=None", f"{lab.pc_ip}::{port}",
-                env={"DISPLAY": f":{net_d}", "HOME": str(home)}, lifetime=lifetime)
+                env={"DISPLAY": f":{display}", "HOME": str(home)}, lifetime=lifetime)
     lab.procs.append(viewer)
+    return viewer
+
+
+def vnc_session(lab: Lab, displays: tuple[int, int], home: Path, port: int = 5900,
+                lifetime: float = 60) -> subprocess.Popen:
+    """A real VNC session across the router (``vnc_server`` on the PC's display, the viewer
+    on the internet's), connected. Returns the viewer."""
+    vnc_server(lab, displays[0], port, lifetime)
+    vnc_screen(lab, displays[1], lifetime)
+    viewer = vnc_viewer(lab, displays[1], home, port, lifetime)
     assert wait_for(lambda: lab.established(lab.net, port) >= 1, 15), \
         "the viewer did not connect"
     return viewer
+
+
+@contextlib.contextmanager
+def netwatch_run(ns: str, args: list[str], err: Path, env: dict[str, str] | None = None
+                 ) -> Iterator[subprocess.Popen[str]]:
+    """``netwatch run ARGS`` in the namespace (bounded by timeout), standard error to
+    ``err``; killed with its group at the end if still running (a failed test too)."""
+    with open(err, "w", encoding="utf-8") as err_fh:
+        # ip execs timeout, which leads a process group of its own with netwatch in it.
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, "timeout", "60", sys.executable,
+                                 "-m", "netwatch", "run", *args],
+                                stderr=err_fh, stdout=subprocess.DEVNULL, text=True, cwd=REPO,
+                                env={**os.environ, **(env or {})})
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                # The whole group: killing timeout alone would leave netwatch running.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def wait_for_text(path: Path, text: str, proc: subprocess.Popen[str], within: float) -> str:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        content = path.read_text(encoding="utf-8") if path.exists() else ""
+        if text in content:
+            return content
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} not seen in {path}:\n" +
+                         (path.read_text(encoding="utf-8") if path.exists() else ""))
 
 
 def wait_for(cond, seconds: float, step: float = 0.05) -> bool:  # noqa: ANN001
