@@ -438,8 +438,9 @@ def _check_settings(path: str) -> str:
               help="The resolver's query log the dnslog source follows.")
 @click.option("--block-backend", type=click.Choice(["auto", "nftables", "dry-run", "off"]),
               help="How the household's block policies and Block now are carried out: "
-                   "nftables, a dry run, off, or auto (nftables where nft may be used and "
-                   "the source is af_packet or nflog, else a dry run). [default: auto]")
+                   "nftables, a dry run, off, or auto (nftables where nft may be used, "
+                   "the source is af_packet or nflog and this box routes, else a dry run). "
+                   "[default: auto]")
 def run(config_file: str | None, source: str | None, interface: str | None,
         household_file: str | None, state_dir: str | None, eve_log: str | None,
         metrics_listen: str | None, control_listen: str | None, control_url: str | None,

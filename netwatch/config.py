@@ -34,8 +34,8 @@ DEFAULT_METRICS_LISTEN = "127.0.0.1:9731"
 DEFAULT_CONTROL_LISTEN = "127.0.0.1:8787"
 OFF = "off"  # a listen address that turns the listener off; a block backend too
 # How the daemon carries out blocks (netwatch.block): "auto" is nftables where ``nft`` exists
-# and may be used and the source is one of LIVE_SOURCES, else the dry run; "off" never
-# blocks, and "Block now" answers as a dry run.
+# and may be used, the source is one of LIVE_SOURCES and the box routes, else the dry run;
+# "off" never blocks, and "Block now" answers as a dry run.
 BLOCK_BACKENDS = ("auto", "nftables", "dry-run", OFF)
 
 
@@ -240,4 +240,4 @@ def describe_blocking(s: Settings) -> str:
         return "dry run (decided and logged, the network is not changed)"
     if s.source not in LIVE_SOURCES:
         return f"auto: a dry run (the {s.source} source does not sit on the live traffic)"
-    return "auto: nftables where nft may be used, else a dry run"
+    return "auto: nftables where nft may be used and this box routes, else a dry run"

@@ -126,17 +126,38 @@ def open_event_log(s: Settings) -> EventLog:
                     max_mib=s.eve_max_mib)
 
 
+FORWARDING = ("/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding")
+
+
+def routes() -> bool:
+    """Whether this box forwards packets (it is the router or gateway): else its nftables
+    rules see only its own connections, and a household device's session never crosses
+    them (a Pi on a mirror port). /proc/sys/net is the reader's network namespace's."""
+    for path in FORWARDING:
+        try:
+            if Path(path).read_text(encoding="ascii").strip() == "1":
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def open_blocker(s: Settings, household: Any, clock: Callable[[], float]) -> Any:
     """The blocking layer the settings ask for (None: ``block_backend: off``). ``auto`` is
-    nftables where ``nft`` may be used and the source sits on the live traffic (af_packet,
-    nflog); a capture played back or a resolver's log never changes the network."""
+    nftables where ``nft`` may be used, the source sits on the live traffic (af_packet,
+    nflog) and the box routes; otherwise the dry run: a capture played back, a resolver's
+    log or a mirror port never changes the network, and no alert claims a cut that did
+    not happen."""
     if s.block_backend == OFF:
         return None
     from .block import BlockLayer, make_backend
 
     kind = s.block_backend
-    if kind == "auto" and s.source not in LIVE_SOURCES:
+    if kind == "auto" and (s.source not in LIVE_SOURCES or not routes()):
         kind = "dry-run"
+        log.info("blocks: a dry run (%s)", "this box does not route the household's "
+                 "traffic" if s.source in LIVE_SOURCES else
+                 f"the {s.source} source does not sit on the live traffic")
     try:
         return BlockLayer(s.state_dir, make_backend(kind, clock), household=household,
                           clock=clock)

@@ -406,6 +406,22 @@ def test_blocking_off_keeps_block_now_a_dry_run_and_the_pipeline_without_blocker
         d.shutdown()
 
 
+def test_auto_blocking_is_a_dry_run_on_a_box_that_does_not_route(tmp_path: Path,
+                                                                   monkeypatch: Any) -> None:
+    """A Pi on a mirror port sees the sessions but is not in their path: nftables there
+    would cut nothing while the alert said "blocked"."""
+    from netwatch import daemon
+
+    off = tmp_path / "forwarding"
+    off.write_text("0\n")
+    monkeypatch.setattr(daemon, "FORWARDING", (str(off),))
+    s = Settings(source="af_packet", interface="eth0", state_dir=str(tmp_path / "state"))
+    assert daemon.open_blocker(s, None, time.time).backend.name == "dry-run"
+    s.block_backend = "dry-run"
+    off.write_text("1\n")
+    assert daemon.routes() and daemon.open_blocker(s, None, time.time).dry_run
+
+
 def test_check_config_checks_and_describes_the_block_backend(tmp_path: Path) -> None:
     _household(tmp_path)
     cfg = tmp_path / "netwatch.yaml"

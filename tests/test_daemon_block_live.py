@@ -3,7 +3,8 @@ policy, end to end, in network namespaces the test makes (tests/blocklab.py's la
 own names and range: ``nww-…``, 10.81.0.0/16, X displays :41 and :42).
 
 The daemon captures on the router's LAN side (af_packet) and runs as ``nobody`` with
-CAP_NET_RAW and CAP_NET_ADMIN, blocking with nftables. A real VNC session (TigerVNC's viewer
+CAP_NET_RAW and CAP_NET_ADMIN, blocking with nftables (``block_backend``'s default, auto, on
+a box that routes). A real VNC session (TigerVNC's viewer
 on the internet to x11vnc on the household PC) outside the PC's help window is detected, the
 alert says it was blocked and the connection dies; the router and DNS stay reachable, and
 the block outlives the daemon's stop (the kernel lifts it at its own time). Inside the help
@@ -91,8 +92,7 @@ def _run_args(lab: Lab, work: Path) -> list[str]:
     return ["--source", "af_packet", "--interface", lab.lan_if,
             "--household", str(work / "household.yaml"), "--state-dir", str(work / "state"),
             "--eve-log", str(work / "eve.json"), "--metrics-listen", "off",
-            "--control-listen", "127.0.0.1:0", "--block-backend", "nftables",
-            "--user", "nobody"]
+            "--control-listen", "127.0.0.1:0", "--user", "nobody"]  # blocking: auto
 
 
 def _events(work: Path) -> list[dict[str, Any]]:
@@ -127,6 +127,7 @@ def test_outside_the_help_window_the_daemon_cuts_a_real_vnc_session(lab: Lab, wo
         wait_for_text(err, f"ready: capturing on {lab.lan_if}", proc, 20)
         started = err.read_text(encoding="utf-8")
         assert "running as nobody with CAP_NET_RAW and CAP_NET_ADMIN" in started, started
+        # auto: nft may be used and the router forwards, so nftables.
         assert "blocks: nftables backend; nothing to put right" in started, started
         blocklab.vnc_viewer(lab, VIEWER_DISPLAY, work, VNC_PORT)
         # Watch the connection from the start: up, then gone (either end).
