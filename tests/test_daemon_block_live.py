@@ -116,8 +116,8 @@ def _blocked_pairs(lab: Lab) -> str:
                        check=False).stdout
 
 
-def test_outside_the_help_window_the_daemon_cuts_a_real_vnc_session(lab: Lab, work: Path
-                                                                    ) -> None:
+def test_outside_the_help_window_the_daemon_cuts_a_real_vnc_session(lab: Lab, work: Path,
+                                                                    tmp_path: Path) -> None:
     pytest.importorskip("pwd").getpwnam("nobody")
     now = datetime.now(UTC)
     (work / "household.yaml").write_text(
@@ -129,7 +129,8 @@ def test_outside_the_help_window_the_daemon_cuts_a_real_vnc_session(lab: Lab, wo
         assert "running as nobody with CAP_NET_RAW and CAP_NET_ADMIN" in started, started
         # auto: nft may be used and the router forwards, so nftables.
         assert "blocks: nftables backend; nothing to put right" in started, started
-        blocklab.vnc_viewer(lab, VIEWER_DISPLAY, work, VNC_PORT)
+        # The viewer's home (its settings) in pytest's folder: it outlives the work folder.
+        viewer = blocklab.vnc_viewer(lab, VIEWER_DISPLAY, tmp_path, VNC_PORT)
         # Watch the connection from the start: up, then gone (either end).
         seen_up = gone_at = None
         deadline = time.monotonic() + 20
@@ -154,6 +155,7 @@ def test_outside_the_help_window_the_daemon_cuts_a_real_vnc_session(lab: Lab, wo
         assert lab.dns_works() and lab.router_answers()
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=10)
+        blocklab.stop(viewer)
     said = err.read_text(encoding="utf-8")
     assert rc == 0, said
     assert "blocks: 1 left in force" in said, said
@@ -164,7 +166,8 @@ def test_outside_the_help_window_the_daemon_cuts_a_real_vnc_session(lab: Lab, wo
     assert f"{lab.pc_ip} . {lab.net_ip} timeout" in _blocked_pairs(lab)
 
 
-def test_inside_the_help_window_the_session_goes_on(lab: Lab, work: Path) -> None:
+def test_inside_the_help_window_the_session_goes_on(lab: Lab, work: Path, tmp_path: Path
+                                                   ) -> None:
     pytest.importorskip("pwd").getpwnam("nobody")
     now = datetime.now(UTC)
     (work / "household.yaml").write_text(
@@ -172,7 +175,7 @@ def test_inside_the_help_window_the_session_goes_on(lab: Lab, work: Path) -> Non
     err = work / "stderr.txt"
     with netwatch_run(lab.router, _run_args(lab, work), err) as proc:
         wait_for_text(err, f"ready: capturing on {lab.lan_if}", proc, 20)
-        viewer = blocklab.vnc_viewer(lab, VIEWER_DISPLAY, work, VNC_PORT)
+        viewer = blocklab.vnc_viewer(lab, VIEWER_DISPLAY, tmp_path, VNC_PORT)
         assert wait_for(lambda: _vnc_alert(work) is not None, 20), \
             err.read_text(encoding="utf-8")
         alert = _vnc_alert(work)
