@@ -448,11 +448,16 @@ def _check_settings(path: str) -> str:
               help="pcap source: times faster than recorded (0: as fast as possible).")
 @click.option("--dnslog", "dnslog_file", type=click.Path(dir_okay=False),
               help="The resolver's query log the dnslog source follows.")
+@click.option("--block-backend", type=click.Choice(["auto", "nftables", "dry-run", "off"]),
+              help="How the household's block policies and Block now are carried out: "
+                   "nftables, a dry run, off, or auto (nftables where nft may be used, "
+                   "the source is af_packet or nflog and this box routes, else a dry run). "
+                   "[default: auto]")
 def run(config_file: str | None, source: str | None, interface: str | None,
         household_file: str | None, state_dir: str | None, eve_log: str | None,
         metrics_listen: str | None, control_listen: str | None, control_url: str | None,
         user: str | None, sig_dir: str | None, pcap_file: str | None,
-        pcap_speed: float | None, dnslog_file: str | None) -> None:
+        pcap_speed: float | None, dnslog_file: str | None, block_backend: str | None) -> None:
     """Watch the network live until SIGTERM or SIGINT (exit code 0).
 
     Says "ready: capturing on …" on standard error once the capture is open. SIGHUP reloads
@@ -469,7 +474,7 @@ def run(config_file: str | None, source: str | None, interface: str | None,
              "state_dir": state_dir, "eve_log": eve_log, "metrics_listen": metrics_listen,
              "control_listen": control_listen, "control_url": control_url, "user": user,
              "signatures": sig_dir, "pcap": pcap_file, "pcap_speed": pcap_speed,
-             "dnslog": dnslog_file}
+             "dnslog": dnslog_file, "block_backend": block_backend}
     for name, value in given.items():
         if value is not None:
             setattr(settings, name, value)

@@ -22,13 +22,21 @@ import yaml
 from .household import read_text, yaml_problem
 
 SOURCES = ("af_packet", "nflog", "dnslog", "pcap")
+# The sources that sit on the traffic they see (a router, a gateway, a mirror port): auto
+# blocking uses nftables only with these, never with a capture played back or a resolver's
+# log.
+LIVE_SOURCES = ("af_packet", "nflog")
 DEFAULT_CONFIG = "/etc/netwatch/netwatch.yaml"
 DEFAULT_HOUSEHOLD = "/etc/netwatch/household.yaml"
 DEFAULT_STATE_DIR = "/var/lib/netwatch"
 # netwatch.metrics' default port (Prometheus's exporter range) and the control endpoint's.
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9731"
 DEFAULT_CONTROL_LISTEN = "127.0.0.1:8787"
-OFF = "off"  # a listen address that turns the listener off
+OFF = "off"  # a listen address that turns the listener off; a block backend too
+# How the daemon carries out blocks (netwatch.block): "auto" is nftables where ``nft`` exists
+# and may be used, the source is one of LIVE_SOURCES and the box routes, else the dry run;
+# "off" never blocks, and "Block now" answers as a dry run.
+BLOCK_BACKENDS = ("auto", "nftables", "dry-run", OFF)
 
 
 class ConfigError(Exception):
@@ -66,6 +74,7 @@ class Settings:
     resolver: str = "127.0.0.1"  # dnslog: the resolver's own address
     pcap: str | None = None  # pcap: the capture to play
     pcap_speed: float = 1.0  # pcap: times faster than recorded (0: as fast as possible)
+    block_backend: str = "auto"  # auto | nftables | dry-run | off (see BLOCK_BACKENDS)
 
     def problems(self) -> list[str]:
         """What makes these settings unusable whatever their origin (flags or file)."""
@@ -122,6 +131,8 @@ _READERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "nflog_group": (_number(int), "a group number, like 74"),
     "ring_mib": (lambda t: _number(int)(t) or None, "a whole number of MiB, like 16"),
     "pcap_speed": (_number(float), "a speed factor, like 1 (0: as fast as possible)"),
+    "block_backend": (lambda t: t if t in BLOCK_BACKENDS else None,
+                      "one of " + ", ".join(BLOCK_BACKENDS)),
 }
 NAMES = tuple(f.name for f in fields(Settings))
 
@@ -214,5 +225,19 @@ def describe(s: Settings) -> str:
               + (f" (kept under {s.eve_max_mib:g} MiB)" if s.eve_log and s.eve_max_mib else ""),
               f"metrics: {s.metrics_listen}", f"control endpoint: {s.control_listen}"
               + (f", links point at {s.control_url}" if s.control_url else ""),
+              f"blocking: {describe_blocking(s)}",
               f"runs as: {s.user or 'the user that starts it'}"]
     return "\n".join(lines) + "\n"
+
+
+def describe_blocking(s: Settings) -> str:
+    """What ``block_backend`` means for these settings (without asking the system)."""
+    if s.block_backend == OFF:
+        return "off (alerts only; Block now is a dry run)"
+    if s.block_backend == "nftables":
+        return "nftables (table inet netwatch)"
+    if s.block_backend == "dry-run":
+        return "dry run (decided and logged, the network is not changed)"
+    if s.source not in LIVE_SOURCES:
+        return f"auto: a dry run (the {s.source} source does not sit on the live traffic)"
+    return "auto: nftables where nft may be used and this box routes, else a dry run"

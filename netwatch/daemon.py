@@ -11,10 +11,20 @@ pipeline on with the wall clock (``Pipeline.advance``), so idle flows and sessio
 reminders go out and help windows open and close on time on a quiet network. The clock is
 passed in, so tests drive it.
 
+Blocking: one ``BlockLayer`` (netwatch.block) on the state folder carries out the
+household's block policies (``pipe.blocker``) and the carers' "Block now" (the control
+endpoint's blocker); ``block_backend`` picks nftables, the dry run or none. At start
+``reconcile`` puts back the blocks still in force and removes stale ones; the loop lets
+expired blocks go from the state every few seconds (the kernel's set timeouts have already
+lifted them).
+
 Signals: SIGHUP reloads the household and the signatures (a bad file keeps the old one in
-force, and the log says why) and reopens the event log for logrotate; SIGTERM and SIGINT
-stop: the event log gets its final ``stats`` event, the state is saved, the source closes
-(nflog removes its nftables rules) and the exit code is 0.
+force, and the log says why; the blocking layer gets the new devices and safety rules) and
+reopens the event log for logrotate; SIGTERM and SIGINT stop: the event log gets its final
+``stats`` event, the state is saved, the source closes (nflog removes its capture chains)
+and the exit code is 0. Blocks in force are left in the kernel on purpose: a scammer's
+session must not come back because the box restarted or was upgraded; each lifts itself at
+its own timeout, and the next start reconciles them with the state folder.
 
 State that survives a restart lives in the state folder: the outbox and the control store
 (SQLite, written before acting), the signing key, and ``history.json``: ended sessions (for
@@ -34,7 +44,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .config import OFF, Settings, parse_listen
+from .config import LIVE_SOURCES, OFF, Settings, parse_listen
 from .eventlog import EventLog, default_host
 from .pipeline import Pipeline, StageTimes
 from .sources import LiveSource
@@ -51,6 +61,9 @@ SAVE_EVERY_S = 300.0
 STATUS_EVERY_S = 30.0
 # Threads are given this long to finish at exit; the whole stop stays under 5 s.
 JOIN_S = 1.5
+# Expired blocks leave the state this often (the kernel lifted them already; this only
+# keeps ``netwatch block list``, the metrics and the event log's ``expire`` events true).
+EXPIRE_EVERY_S = 5.0
 
 
 class StartError(Exception):
@@ -113,13 +126,54 @@ def open_event_log(s: Settings) -> EventLog:
                     max_mib=s.eve_max_mib)
 
 
+FORWARDING = ("/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding")
+
+
+def routes() -> bool:
+    """Whether this box forwards packets (it is the router or gateway): else its nftables
+    rules see only its own connections, and a household device's session never crosses
+    them (a Pi on a mirror port). /proc/sys/net is the reader's network namespace's."""
+    for path in FORWARDING:
+        try:
+            if Path(path).read_text(encoding="ascii").strip() == "1":
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def open_blocker(s: Settings, household: Any, clock: Callable[[], float]) -> Any:
+    """The blocking layer the settings ask for (None: ``block_backend: off``). ``auto`` is
+    nftables where ``nft`` may be used, the source sits on the live traffic (af_packet,
+    nflog) and the box routes; otherwise the dry run: a capture played back, a resolver's
+    log or a mirror port never changes the network, and no alert claims a cut that did
+    not happen."""
+    if s.block_backend == OFF:
+        return None
+    from .block import BlockLayer, make_backend
+
+    kind = s.block_backend
+    if kind == "auto" and (s.source not in LIVE_SOURCES or not routes()):
+        kind = "dry-run"
+        log.info("blocks: a dry run (%s)", "this box does not route the household's "
+                 "traffic" if s.source in LIVE_SOURCES else
+                 f"the {s.source} source does not sit on the live traffic")
+    try:
+        return BlockLayer(s.state_dir, make_backend(kind, clock), household=household,
+                          clock=clock)
+    except OSError as e:
+        raise StartError(f"blocking: cannot use {s.state_dir}: {e.strerror or e}") from None
+
+
 # ------------------------------------------------------------------ metrics
 
 
-def build_metrics(pipe: Pipeline, s: Settings, source: LiveSource) -> Any:
+def build_metrics(pipe: Pipeline, s: Settings, source: LiveSource,
+                  blocker: Any = None) -> Any:
     """The ``/metrics`` and ``/healthz`` server (netwatch.metrics), bound but not started;
     None when the settings turn it off. A capture played back (the pcap source) is not
-    live: its silences are not a broken capture."""
+    live: its silences are not a broken capture. With a blocking layer, the blocks in
+    force are counted at each scrape (``netwatch_blocks_active``)."""
     if s.metrics_listen == OFF:
         return None
     from . import metrics
@@ -127,7 +181,9 @@ def build_metrics(pipe: Pipeline, s: Settings, source: LiveSource) -> Any:
     pipe.stage_times = StageTimes()
     where = parse_listen(s.metrics_listen)
     assert where is not None
-    registry, _collector = metrics.make_registry(pipe, state_dir=s.state_dir)
+    active = None if blocker is None else (lambda: len(blocker.list_blocks()))
+    registry, _collector = metrics.make_registry(pipe, state_dir=s.state_dir,
+                                                 blocks_active=active)
     health = metrics.Health(pipe, live=lambda: s.source != "pcap")
     try:
         return metrics.MetricsServer(registry, where[0], where[1], health=health)
@@ -218,12 +274,14 @@ class Daemon:
         self.delivery: Delivery | None = None
         self.control: Any = None
         self.metrics: Any = None
+        self.blocker: Any = None  # netwatch.block.BlockLayer, or None (block_backend: off)
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._reload = False
         self._next_save = 0.0
         self._next_status = 0.0
         self._next_watchdog = 0.0
+        self._next_expire = 0.0
         self._source_failing = False
         self.started = False
         self.alerts = 0
@@ -248,6 +306,8 @@ class Daemon:
             raise StartError(f"cannot write {e.filename}: {e.strerror}") from None
         pipe = self.pipe = Pipeline(sigs, self.log, household=self.household)
         self._restore_history()
+        self.blocker = pipe.blocker = open_blocker(s, self.household, self.clock)
+        self._reconcile()  # as root: nft and conntrack need CAP_NET_ADMIN
         from .notify import Notifier
 
         self.notifier = Notifier(self.household, s.state_dir, s.control_url)
@@ -259,7 +319,7 @@ class Daemon:
         pipe.source, pipe.source_name, pipe.in_iface = (self.source, self.source.name,
                                                          self.source.iface)
         self.control = self._control_server()
-        self.metrics = build_metrics(pipe, s, self.source)
+        self.metrics = build_metrics(pipe, s, self.source, self.blocker)
         if s.user and os.geteuid() == 0:
             self._become_user(s.user)
         self.delivery = Delivery(s.state_dir, self.clock, self.senders)
@@ -293,7 +353,10 @@ class Daemon:
         where = parse_listen(self.s.control_listen)
         assert where is not None
         secret = load_or_create_secret(self.s.state_dir)
-        service = ControlService(secret, ControlStore(self.s.state_dir), DryRunBlocker(),
+        # "Block now" goes through the same blocking layer as the policy's blocks (one state
+        # folder, one set of safety rules); with blocking off, it answers as a dry run.
+        blocker = self.blocker if self.blocker is not None else DryRunBlocker()
+        service = ControlService(secret, ControlStore(self.s.state_dir), blocker,
                                  eve_log=self.s.eve_log)
         recovered = service.recover(self.clock())
         if recovered:
@@ -308,8 +371,10 @@ class Daemon:
         from .service import CAP_NET_ADMIN, CAP_NET_RAW, PrivilegeError, chown_tree, drop_privileges
 
         keep = [CAP_NET_RAW]
-        if self.s.source == "nflog":
-            keep.append(CAP_NET_ADMIN)  # its nftables rules are removed at exit
+        if self.s.source == "nflog" or (self.blocker is not None and not self.blocker.dry_run):
+            # nflog's rules are removed at exit; a block runs nft and deletes conntrack
+            # entries.
+            keep.append(CAP_NET_ADMIN)
         try:
             chown_tree(self.s.state_dir, user)
             if self.s.eve_log and self.s.eve_log != "-":
@@ -337,7 +402,8 @@ class Daemon:
             what += ", kernel ring"
         elif getattr(src, "ring_problem", None):
             what += f", plain reads: no ring ({getattr(src, 'ring_problem', '')})"
-        parts = [what + ")", f"event log {self.s.eve_log or 'off'}"]
+        parts = [what + ")", f"event log {self.s.eve_log or 'off'}",
+                 "blocking " + ("off" if self.blocker is None else self.blocker.backend.name)]
         if self.metrics is not None:
             parts.append(f"metrics {self.metrics.url}/metrics")
         if self.control is not None:
@@ -398,6 +464,9 @@ class Daemon:
             self._reload = False
             self.reload()
         self.log.flush()
+        if self.blocker is not None and now >= self._next_expire:
+            self._next_expire = now + EXPIRE_EVERY_S
+            self._expire_blocks(now)
         if now >= self._next_save:
             self._next_save = now + SAVE_EVERY_S
             self._save_history()
@@ -456,6 +525,8 @@ class Daemon:
             self.household = household
             if self.notifier is not None:
                 self.notifier.h = household
+            if self.blocker is not None:
+                self.blocker.set_household(household)
         if self.log is not None:
             self.log.reopen()  # after logrotate moved it away
         log.info("reloaded: %s%s", "signatures, " if sigs is not None else "",
@@ -488,8 +559,47 @@ class Daemon:
         if self.log is not None:
             self.log.close()
         if self.source is not None:
-            self.source.close()
+            self.source.close()  # nflog: its capture chains only; the block sets stay
+        if self.blocker is not None and self.started and not self.blocker.dry_run:
+            try:
+                left = self.blocker.list_blocks()
+            except OSError:
+                left = []
+            if left:
+                log.info("blocks: %d left in force; each lifts itself at its own time "
+                         "(netwatch block list)", len(left))
         log.info("stopped")
+
+    # -------------------------------------------------------------- blocks
+
+    def _reconcile(self) -> None:
+        """At start: the blocks still in force put back in the kernel (after a reboot), the
+        expired and stale ones removed; each change in the log and said on standard error."""
+        if self.blocker is None:
+            return
+        try:
+            events = self.blocker.reconcile(self.clock())
+        except OSError as e:
+            log.error("blocks: cannot reconcile with %s: %s", self.s.state_dir, e)
+            return
+        self._block_events(events)
+        log.info("blocks: %s backend; %s", self.blocker.backend.name,
+                 f"{len(events)} change(s) after the restart" if events
+                 else "nothing to put right")
+
+    def _expire_blocks(self, now: float) -> None:
+        assert self.blocker is not None
+        try:
+            self._block_events(self.blocker.expire(now))
+        except OSError as e:
+            log.warning("blocks: cannot read the state: %s", e)
+
+    def _block_events(self, events: list[dict[str, Any]]) -> None:
+        assert self.log is not None
+        for ev in events:
+            b = ev["block"]
+            log.info("block %s: %s %s: %s", b["action"], b["id"], b["target"], b["reason"])
+            self.log.write(ev)
 
     # -------------------------------------------------------------- state
 

@@ -208,6 +208,7 @@ class Pipeline:
         if thresholds is None and household is not None and household.sessions:
             thresholds = thresholds_from(household.sessions)
         self.sessions = SessionTracker(self._session_event, thresholds)
+        self.sessions.is_device = self._is_device
         self.policy = (Policy(household, display_names(
             {t: s.name for t, s in signatures.by_tool.items()}))
             if household is not None else None)
@@ -322,6 +323,10 @@ class Pipeline:
         self.now = now
         if now >= self._next_sweep:
             self._clock(now)
+
+    def _is_device(self, ip: str) -> bool:
+        """Whether the household (the one in force now) names the device at ``ip``."""
+        return self.household is not None and self.household.device_for(ip) is not None
 
     def reload(self, signatures: SignatureSet | None = None, household: Any = None) -> None:
         """New signatures or a new household (SIGHUP) while flows and sessions go on.

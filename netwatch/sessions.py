@@ -156,6 +156,10 @@ class SessionTracker:
         self.downloads: deque[tuple[float, str, str]] = deque(maxlen=self.t.history)
         self._next_id = 1
         self.next_tick = float("inf")
+        # Whether an address is one of the household's devices (the pipeline sets it when it
+        # has a household): when both ends of a flow are LAN addresses (a VPN, carrier-grade
+        # NAT, a lab), the end the household names is the household side.
+        self.is_device: Callable[[str], bool] | None = None
 
     # ------------------------------------------------------------------ input
 
@@ -362,10 +366,14 @@ class SessionTracker:
 
     # ------------------------------------------------------------------ helpers
 
-    @staticmethod
-    def _device_ip(f: Flow) -> str | None:
-        """The household side of a flow: the LAN end (the client when both are)."""
+    def _device_ip(self, f: Flow) -> str | None:
+        """The household side of a flow: the LAN end (when both are, the household's device,
+        else the client)."""
         if is_lan_address(f.client_ip):
+            if self.is_device is not None and is_lan_address(f.server_ip) and \
+                    not self.is_device(ip_str(f.client_ip)) and \
+                    self.is_device(ip_str(f.server_ip)):
+                return ip_str(f.server_ip)  # an inbound session to a known device
             return ip_str(f.client_ip)
         if is_lan_address(f.server_ip):
             return ip_str(f.server_ip)

@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from blocklab import netwatch_run as _netwatch_run
+from blocklab import wait_for_text as _wait_for
 
 from conftest import RECORDED
 from netwatch.sources.afpacket import afpacket_available
@@ -169,40 +171,6 @@ devices:
 """
 
 
-@contextlib.contextmanager
-def _netwatch_run(ns: str, args: list[str], err: Path, env: dict[str, str] | None = None
-                  ) -> Iterator[subprocess.Popen[str]]:
-    """``netwatch run ARGS`` in the namespace (bounded by timeout), standard error to
-    ``err``; killed with its group at the end if still running (a failed test too)."""
-    with open(err, "w", encoding="utf-8") as err_fh:
-        # ip execs timeout, which leads a process group of its own with netwatch in it.
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, "timeout", "60", sys.executable,
-                                 "-m", "netwatch", "run", *args],
-                                stderr=err_fh, stdout=subprocess.DEVNULL, text=True, cwd=ROOT,
-                                env={**os.environ, **(env or {})})
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                # The whole group: killing timeout alone would leave netwatch running.
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-
-def _wait_for(path: Path, text: str, proc: subprocess.Popen[str], within: float) -> str:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        content = path.read_text(encoding="utf-8") if path.exists() else ""
-        if text in content:
-            return content
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise AssertionError(f"{text!r} not seen in {path}:\n" +
-                         (path.read_text(encoding="utf-8") if path.exists() else ""))
-
-
 @pytest.mark.skipif(shutil.which("tcpreplay") is None or shutil.which("tcprewrite") is None,
                     reason="tcpreplay and tcprewrite are not installed")
 def test_netwatch_run_on_af_packet_detects_reloads_and_stops_cleanly(veth: str,
@@ -300,7 +268,10 @@ def test_netwatch_run_as_root_drops_to_a_user_with_cap_net_raw_only(veth: str) -
         with _netwatch_run(veth, ["--interface", "nwd1", "--household", str(household),
                                   "--state-dir", str(work / "state"), "--eve-log",
                                   str(work / "eve.json"), "--metrics-listen", "off",
-                                  "--control-listen", "off", "--user", "nobody"], err) as proc:
+                                  "--control-listen", "off", "--user", "nobody",
+                                  # Blocking with nftables keeps CAP_NET_ADMIN too
+                                  # (test_daemon_block_live.py).
+                                  "--block-backend", "dry-run"], err) as proc:
             _wait_for(err, "ready: capturing on nwd1", proc, 20)
             pid = _child_pid(proc.pid)
             status = Path(f"/proc/{pid}/status").read_text()

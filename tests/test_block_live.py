@@ -146,28 +146,12 @@ def test_the_capture_chains_and_other_tables_are_left_alone(lab: Lab, state: str
     assert not [o for o in table if "set" in o]
 
 
-@pytest.mark.skipif(not all(shutil.which(t) for t in ("Xvfb", "x11vnc", "vncviewer")),
-                    reason="Xvfb, x11vnc or TigerVNC's vncviewer is not installed")
+@pytest.mark.skipif(not all(shutil.which(t) for t in blocklab.VNC_TOOLS),
+                    reason="Xvfb, xclock, x11vnc or TigerVNC's vncviewer is not installed")
 def test_block_now_cuts_a_real_vnc_session(lab: Lab, state: str, tmp_path: Path) -> None:
     """x11vnc on the PC's screen, TigerVNC's viewer on the internet; the carer's "Block now"
     (a POST on a signed link to the control endpoint on the router) ends it."""
-    for d in (51, 52):
-        assert not Path(f"/tmp/.X11-unix/X{d}").exists(), f"X display :{d} is in use"
-    lab.procs.append(blocklab.bg(PC, "Xvfb", ":51", "-screen", "0", "800x600x24", "-nolisten",
-                                 "tcp", lifetime=60))
-    lab.procs.append(blocklab.bg(NET, "Xvfb", ":52", "-screen", "0", "1024x768x24",
-                                 "-nolisten", "tcp", lifetime=60))
-    assert wait_for(lambda: all(Path(f"/tmp/.X11-unix/X{d}").exists() for d in (51, 52)), 10)
-    lab.procs.append(blocklab.bg(PC, "xclock", "-update", "1", env={"DISPLAY": ":51"},
-                                 lifetime=60))
-    lab.procs.append(blocklab.bg(PC, "x11vnc", "-display", ":51", "-rfbport", str(VNC_PORT),
-                                 "-listen", PC_IP, "-nopw", "-forever", "-shared",
-                                 "-noxdamage", "-nolookup", "-no6", "-quiet", lifetime=60))
-    assert wait_for(lambda: lab.connects(NET, PC_IP, VNC_PORT), 15), "x11vnc did not start"
-    viewer = blocklab.bg(NET, "vncviewer", "SecurityTypes=None", f"{PC_IP}::{VNC_PORT}",
-                         env={"DISPLAY": ":52", "HOME": str(tmp_path)}, lifetime=60)
-    lab.procs.append(viewer)
-    assert wait_for(lambda: lab.established(NET, VNC_PORT) == 1, 15), "the viewer did not connect"
+    blocklab.vnc_session(lab, (51, 52), tmp_path, VNC_PORT)
     time.sleep(1)  # the desktop is on the viewer's screen and updating
     # The control endpoint on the router, with the session as the pipeline saw it.
     code = ("import sys\nfrom netwatch.block import BlockLayer\n"

@@ -90,6 +90,7 @@ def test_example_settings_file_reads_as_documented() -> None:
         "af_packet", "eth0", "/etc/netwatch/household.yaml", "/var/lib/netwatch")
     assert (s.metrics_listen, s.control_listen, s.user) == (
         "127.0.0.1:9731", "127.0.0.1:8787", None)
+    assert s.block_backend == "auto"
 
 
 def test_settings_problems_name_file_and_line(tmp_path: Path) -> None:
@@ -267,10 +268,12 @@ class RecordingSenders:
 
 
 def _daemon(tmp_path: Path, clock: list[float], batches: list[list[Any]],
-            senders: Any = None) -> Daemon:
+            senders: Any = None, **settings: Any) -> Daemon:
     s = Settings(source="pcap", household=str(_household(tmp_path)),
                  state_dir=str(tmp_path / "state"), eve_log=str(tmp_path / "eve.json"),
                  metrics_listen="off", control_listen="127.0.0.1:0")
+    for name, value in settings.items():
+        setattr(s, name, value)
     d = Daemon(s, clock=lambda: clock[0], source=FakeSource(batches), senders=senders)
     d.start()
     return d
@@ -344,6 +347,100 @@ def test_reload_keeps_the_household_in_force_when_the_file_is_bad(tmp_path: Path
     assert d.household is not before and d.household.devices[0].name == "pc"
     assert len(d.pipe.sessions.open) == 1
     d.shutdown()
+
+
+# ------------------------------------------------------------------ blocking
+
+
+def test_the_daemon_blocks_through_one_layer_counts_expires_and_reloads(tmp_path: Path
+                                                                        ) -> None:
+    """A pcap source: auto blocking is the dry run (a capture played back never changes the
+    network); the policy's block, "Block now" and the metrics share one layer."""
+    import urllib.request
+
+    (tmp_path / "household.yaml").write_text(
+        HOUSEHOLD.replace("    ips: [10.99.0.1]", "    ips: [10.99.0.1]\n"
+                          "    policy: block-outside-windows"), encoding="utf-8")
+    frames = _vnc_frames()
+    clock = [frames[-1][0]]
+    d = Daemon(Settings(source="pcap", household=str(tmp_path / "household.yaml"),
+                        state_dir=str(tmp_path / "state"), eve_log=str(tmp_path / "eve.json"),
+                        metrics_listen="127.0.0.1:0", control_listen="127.0.0.1:0"),
+               clock=lambda: clock[0], source=FakeSource([frames]))
+    d.start()
+    try:
+        assert d.blocker is not None and d.blocker.backend.name == "dry-run"
+        assert d.pipe is not None and d.pipe.blocker is d.blocker
+        assert d.control.service.blocker is d.blocker  # "Block now" really goes through it
+        assert "blocking dry-run" in d.ready_line()
+        d.step()
+        first = d.pipe.alerts[0]["alert"]  # 10 s before the help window opens
+        assert first["block"]["outcome"] == "dry-run" and first["action"] == "allowed"
+        assert [b.session_id for b in d.blocker.list_blocks()] == [first["session_id"]]
+        with urllib.request.urlopen(d.metrics.url + "/metrics", timeout=10) as r:
+            scraped = r.read().decode()
+        assert "\nnetwatch_blocks_active 1.0\n" in scraped, scraped
+        (tmp_path / "household.yaml").write_text(HOUSEHOLD.replace("laptop", "pc"),
+                                                 encoding="utf-8")
+        d.request_reload()
+        d.step()
+        assert d.blocker.household is d.household and d.household.devices[0].name == "pc"
+        clock[0] += 2 * 3600 + 60  # past the block's time: it leaves the state
+        d.step()
+        assert d.blocker.list_blocks() == []
+    finally:
+        d.shutdown()
+    events = [json.loads(x) for x in (tmp_path / "eve.json").read_text().splitlines()]
+    assert [e["block"]["action"] for e in events if e["event_type"] == "block"] == [
+        "add", "expire"]
+    check_schema(events)
+
+
+def test_blocking_off_keeps_block_now_a_dry_run_and_the_pipeline_without_blocker(
+        tmp_path: Path) -> None:
+    from netwatch.control import DryRunBlocker
+
+    frames = _vnc_frames()
+    d = _daemon(tmp_path, [frames[-1][0]], [frames], block_backend="off")
+    try:
+        assert d.blocker is None and d.pipe is not None and d.pipe.blocker is None
+        assert isinstance(d.control.service.blocker, DryRunBlocker)
+        assert "blocking off" in d.ready_line()
+    finally:
+        d.shutdown()
+
+
+def test_auto_blocking_is_a_dry_run_on_a_box_that_does_not_route(tmp_path: Path,
+                                                                   monkeypatch: Any) -> None:
+    """A Pi on a mirror port sees the sessions but is not in their path: nftables there
+    would cut nothing while the alert said "blocked"."""
+    from netwatch import daemon
+
+    off = tmp_path / "forwarding"
+    off.write_text("0\n")
+    monkeypatch.setattr(daemon, "FORWARDING", (str(off),))
+    s = Settings(source="af_packet", interface="eth0", state_dir=str(tmp_path / "state"))
+    assert daemon.open_blocker(s, None, time.time).backend.name == "dry-run"
+    s.block_backend = "dry-run"
+    off.write_text("1\n")
+    assert daemon.routes() and daemon.open_blocker(s, None, time.time).dry_run
+
+
+def test_check_config_checks_and_describes_the_block_backend(tmp_path: Path) -> None:
+    _household(tmp_path)
+    cfg = tmp_path / "netwatch.yaml"
+    cfg.write_text("interface: eth0\nhousehold: household.yaml\nblock_backend: nft\n",
+                   encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        load_settings(str(cfg))
+    assert e.value.problems == [f"{cfg}:3: block_backend: 'nft' is not one of auto, "
+                                "nftables, dry-run, off"]
+    cfg.write_text("source: pcap\npcap: x.pcap\nhousehold: household.yaml\n",
+                   encoding="utf-8")
+    r = CliRunner().invoke(main, ["check-config", str(cfg), "--now", "2026-03-02T08:00Z"])
+    assert r.exit_code == 0, r.output
+    assert "blocking: auto: a dry run (the pcap source does not sit on the live traffic)" \
+        in r.output
 
 
 # ------------------------------------------------------------------ service manager

@@ -83,6 +83,21 @@ def test_a_direct_session_flow_is_connecting_at_once() -> None:
     assert states(out) == ["connecting"]
 
 
+def test_when_both_ends_are_lan_addresses_the_household_device_is_the_device() -> None:
+    """A viewer on another private network (a VPN, carrier-grade NAT) connecting in to the
+    household PC's VNC server: the session is the PC's, not the viewer's."""
+    viewer = bytes([10, 8, 0, 5])
+    for known, device in (({"192.168.1.23"}, "192.168.1.23"), (set(), "10.8.0.5"),
+                          ({"192.168.1.23", "10.8.0.5"}, "10.8.0.5")):
+        t, out = tracker()
+        t.is_device = known.__contains__
+        f = Flow(1, 6, viewer, 50000, LAN, 5900, 0.0)
+        f.verdict = Detection("vnc", "session", "high")
+        t.on_detection(f, f.verdict, 0.0)
+        assert out[0]["src_ip"] == device and out[0]["session"]["peers"] == sorted(
+            {"10.8.0.5", "192.168.1.23"} - {device})
+
+
 def test_the_handshake_before_a_flow_joined_does_not_make_it_active() -> None:
     t, out = tracker()
     f = Flow(1, 6, LAN, 50001, RELAY, 443, 0.0)

@@ -164,4 +164,4 @@ def test_a_mail_server_dripping_its_greeting_is_cut_at_the_deadline(
         Senders(timeout=10.0, deadline=2.0).send(url, make_message(),
                                                  DeliveryId(1, 1, "test", "1:Pieter"))
     assert wait_for(lambda: bool(dripping.connections) and dripping.connections[0].cut_by_client,
-                    5)
+                    30)

@@ -146,6 +146,12 @@ class BlockLayer:
     def dry_run(self) -> bool:
         return self.backend.dry_run
 
+    def set_household(self, household: Any) -> None:
+        """A new household file (the daemon's SIGHUP): its devices' addresses and its
+        carers and never_block list in the safety rules (the system's read again)."""
+        self.household = household
+        self.safety = safety_mod.from_system(household)
+
     # ------------------------------------------------------------------ state
 
     @contextlib.contextmanager
