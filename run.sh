@@ -47,9 +47,10 @@ case "${1:-}" in
     # dnsmasq-base and iproute2: the dnslog test runs a real dnsmasq in namespaces; the nflog
     # tests build a router from nftables, dnsmasq and openssl in network namespaces;
     # nftables and conntrack: the live blocking tests (tests/test_block_live.py); Xvfb,
-    # x11vnc and TigerVNC's viewer: the real VNC session they cut.
+    # x11vnc and TigerVNC's viewer: the real VNC session they cut; tcpreplay (with
+    # tcprewrite) puts traffic on the veth pairs of the af_packet and netwatch run tests.
     apt_install tshark libndpi-bin prometheus nftables conntrack iproute2 dnsmasq-base \
-      openssl tcpdump xvfb x11vnc tigervnc-viewer x11-apps
+      openssl tcpdump xvfb x11vnc tigervnc-viewer x11-apps tcpreplay
     venv "[test]"
     .venv/bin/ruff check netwatch tests --exclude tests/pcaps
     .venv/bin/mypy netwatch

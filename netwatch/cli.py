@@ -30,20 +30,33 @@ def _signatures(path: str) -> SignatureSet:
         raise click.ClickException("signature files are invalid:\n" + str(e)) from None
 
 
-def _household_or_exit(path: str) -> Any:
-    """The household file, or its problems on standard error and the exit: 2 when it cannot
-    be read (bad input), 1 when it has mistakes (a configuration error)."""
-    from .household import HouseholdError, HouseholdUnreadable, load_household
-
+def _loaded_or_exit(load: Any, path: str, unreadable: type[Exception],
+                    mistakes: type[Exception]) -> Any:
+    """``load(path)``, or the file's problems on standard error and the exit: 2 when it
+    cannot be read (bad input), 1 when it has mistakes (a configuration error)."""
     try:
-        return load_household(path)
-    except HouseholdUnreadable as e:
-        click.echo(f"netwatch: {e.problems[0]}", err=True)
+        return load(path)
+    except unreadable as e:
+        click.echo(f"netwatch: {getattr(e, 'problems', [e])[0]}", err=True)
         sys.exit(EXIT_INPUT_ERROR)
-    except HouseholdError as e:
-        for problem in e.problems:
+    except mistakes as e:
+        for problem in getattr(e, "problems", [e]):
             click.echo(problem, err=True)
         sys.exit(1)
+
+
+def _household_or_exit(path: str) -> Any:
+    """The household file (see ``_loaded_or_exit``)."""
+    from .household import HouseholdError, HouseholdUnreadable, load_household
+
+    return _loaded_or_exit(load_household, path, HouseholdUnreadable, HouseholdError)
+
+
+def _settings_or_exit(path: str) -> Any:
+    """The daemon's settings file (see ``_loaded_or_exit``)."""
+    from .config import ConfigError, ConfigUnreadable, load_settings
+
+    return _loaded_or_exit(load_settings, path, ConfigUnreadable, ConfigError)
 
 
 @click.group()
@@ -340,17 +353,27 @@ def bench(packets: int, seed: int, pcap: str | None, truth: str | None, runs: in
 @click.option("--fetch", is_flag=True,
               help="First download the calendars given by ics_url (10 s each) into cache "
                    "files beside FILE.")
-def check_config(file: str, now_text: str | None, fetch: bool) -> None:
-    """Check a household file and show what netwatch understood from it.
+@click.option("--kind", type=click.Choice(["auto", "household", "daemon"]), default="auto",
+              show_default=True,
+              help="What FILE is: the household file, or the daemon's settings "
+                   "(netwatch.yaml); auto tells them apart by their fields.")
+def check_config(file: str, now_text: str | None, fetch: bool, kind: str) -> None:
+    """Check a household file or the daemon's settings file and show what netwatch
+    understood from it.
 
-    Prints the people, carers (notification addresses masked), devices, trusted rules,
-    banking lists, quiet hours and the next five help windows. Problems are printed one per
-    line as FILE:LINE: field: message and the exit code is 1; a file that cannot be read
-    gives exit code 2.
+    For a household file: the people, carers (notification addresses masked), devices,
+    trusted rules, banking lists, quiet hours and the next five help windows. For a settings
+    file: the source, paths and listen addresses, then the household file it names is
+    checked too. Problems are printed one per line as FILE:LINE: field: message and the
+    exit code is 1; a file that cannot be read gives exit code 2.
     """
     from datetime import UTC, datetime
 
+    from .config import looks_like_settings
     from .household import describe, fetch_calendars
+
+    if kind == "daemon" or (kind == "auto" and looks_like_settings(file)):
+        file = _check_settings(file)
 
     if now_text is not None:
         try:
@@ -369,6 +392,90 @@ def check_config(file: str, now_text: str | None, fetch: bool) -> None:
     if now.tzinfo is None:
         now = now.replace(tzinfo=household.tz)
     click.echo(describe(household, now), nl=False)
+
+
+def _check_settings(path: str) -> str:
+    """Check a daemon settings file and say what it sets; returns its household file."""
+    from .config import describe
+
+    settings = _settings_or_exit(path)
+    click.echo(f"{path}: daemon settings OK")
+    click.echo(describe(settings), nl=False)
+    click.echo(f"\nThe household file, {settings.household}:")
+    return settings.household
+
+
+# ------------------------------------------------------------------ run (the live daemon)
+
+
+@main.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="The daemon's settings file (e.g. /etc/netwatch/netwatch.yaml); the "
+                   "options below win over it.")
+@click.option("--source", type=click.Choice(["af_packet", "pcap", "nflog", "dnslog"]),
+              help="Where traffic comes from. [default: af_packet]")
+@click.option("--interface", help="The interface to capture on (af_packet).")
+@click.option("--household", "household_file", type=click.Path(dir_okay=False),
+              help="The household file. [default: /etc/netwatch/household.yaml]")
+@click.option("--state-dir", type=click.Path(file_okay=False),
+              help="Outbox, control store, keys, history. [default: /var/lib/netwatch]")
+@click.option("--eve-log", metavar="PATH", help="Append the event log here.")
+@click.option("--metrics-listen", metavar="HOST:PORT|off",
+              help="Serve /metrics and /healthz here. [default: 127.0.0.1:9731]")
+@click.option("--control-listen", metavar="HOST:PORT|off",
+              help="Serve the action links' endpoint here. [default: 127.0.0.1:8787]")
+@click.option("--control-url", metavar="URL",
+              help="The control endpoint as the carers' phones reach it (links in alerts).")
+@click.option("--user", help="After opening the capture as root, run as this user with "
+                             "only the capabilities the source needs.")
+@click.option("--signatures", "sig_dir", type=click.Path(file_okay=False),
+              help="Folder of signature files.")
+@click.option("--pcap", "pcap_file", type=click.Path(dir_okay=False),
+              help="The capture the pcap source plays.")
+@click.option("--speed", "pcap_speed", type=click.FloatRange(min=0.0),
+              help="pcap source: times faster than recorded (0: as fast as possible).")
+@click.option("--dnslog", "dnslog_file", type=click.Path(dir_okay=False),
+              help="The resolver's query log the dnslog source follows.")
+def run(config_file: str | None, source: str | None, interface: str | None,
+        household_file: str | None, state_dir: str | None, eve_log: str | None,
+        metrics_listen: str | None, control_listen: str | None, control_url: str | None,
+        user: str | None, sig_dir: str | None, pcap_file: str | None,
+        pcap_speed: float | None, dnslog_file: str | None) -> None:
+    """Watch the network live until SIGTERM or SIGINT (exit code 0).
+
+    Says "ready: capturing on …" on standard error once the capture is open. SIGHUP reloads
+    the household and the signatures and reopens the event log. Settings problems exit
+    with code 1, a start that fails (no permission, a busy port) with code 2.
+    """
+    from .config import Settings
+    from .daemon import Daemon, StartError
+    from .service import Notify, setup_logging
+
+    setup_logging()
+    settings = _settings_or_exit(config_file) if config_file is not None else Settings()
+    given = {"source": source, "interface": interface, "household": household_file,
+             "state_dir": state_dir, "eve_log": eve_log, "metrics_listen": metrics_listen,
+             "control_listen": control_listen, "control_url": control_url, "user": user,
+             "signatures": sig_dir, "pcap": pcap_file, "pcap_speed": pcap_speed,
+             "dnslog": dnslog_file}
+    for name, value in given.items():
+        if value is not None:
+            setattr(settings, name, value)
+    problems = settings.problems()
+    if problems:
+        for problem in problems:
+            click.echo(f"netwatch run: {problem}", err=True)
+        sys.exit(1)
+    notify = Notify()
+    daemon = Daemon(settings, notify=notify)
+    daemon.install_signals()
+    try:
+        daemon.start()
+    except StartError as e:
+        click.echo(f"netwatch run: {e}", err=True)
+        daemon.shutdown()
+        sys.exit(EXIT_INPUT_ERROR)
+    sys.exit(daemon.run())
 
 
 # ------------------------------------------------------------------ control (action links)

@@ -816,20 +816,34 @@ def _is_null(node: Node) -> bool:
     return isinstance(node, yaml.ScalarNode) and node.tag == _NULL_TAG
 
 
+def read_text(path: str, unreadable: Callable[[list[str]], Exception]) -> str:
+    """A settings file's text; ``unreadable([problem])`` is raised when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise unreadable([f"{path}: cannot read: {e.strerror or e}"]) from None
+    except UnicodeDecodeError as e:
+        raise unreadable([f"{path}: cannot read: not UTF-8 text (byte {e.start})"]) from None
+
+
+def yaml_problem(path: str, e: yaml.YAMLError) -> str:
+    """A YAML syntax error as one ``FILE:LINE: yaml: what`` line."""
+    if isinstance(e, yaml.MarkedYAMLError):
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        what = " ".join(x for x in (e.context, e.problem) if x)
+        return f"{path}:{line}: yaml: {what}"
+    return f"{path}:1: yaml: {e}"
+
+
 def load_household(path: str, known_tools: Mapping[str, str] | Iterable[str] | None = None
                    ) -> Household:
     """Read and check a household file. Raises ``HouseholdUnreadable`` when it cannot be
     read and ``HouseholdError`` with every problem found otherwise. ``known_tools``: the tool
     ids (or a spelling -> id map) that ``tools`` fields may name; default: the installed
     signatures' tools."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise HouseholdUnreadable([f"{path}: cannot read: {e.strerror or e}"]) from None
-    except UnicodeDecodeError as e:
-        raise HouseholdUnreadable([f"{path}: cannot read: not UTF-8 text (byte {e.start})"]
-                                  ) from None
+    text = read_text(path, HouseholdUnreadable)
     warnings: list[str] = []
     if known_tools is None:
         tools = known_tool_names()
@@ -843,13 +857,8 @@ def load_household(path: str, known_tools: Mapping[str, str] | Iterable[str] | N
     r = _Reader(path, tools)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        what = " ".join(x for x in (e.context, e.problem) if x)
-        raise HouseholdError([f"{path}:{line}: yaml: {what}"]) from None
     except yaml.YAMLError as e:
-        raise HouseholdError([f"{path}:1: yaml: {e}"]) from None
+        raise HouseholdError([yaml_problem(path, e)]) from None
     if root is None or _is_null(root):
         raise HouseholdError([f"{path}:1: (file): is empty: it needs at least 'people:'"])
     h = _build(r, root)

@@ -118,6 +118,19 @@ class NameCache:
         if len(d) > self.size:
             d.popitem(last=False)
 
+    def entries(self, now: float) -> list[tuple[str, str, float]]:
+        """The names still valid at ``now`` as (address hex, name, expiry), oldest first:
+        what the daemon keeps across a restart."""
+        return [(a.hex(), name, exp) for a, (name, exp) in self._d.items() if exp >= now]
+
+    def restore(self, entries: list[tuple[str, str, float]], now: float) -> None:
+        """Take back ``entries`` (those expired by ``now`` are left out)."""
+        for addr, name, exp in entries:
+            if exp >= now:
+                self._d[bytes.fromhex(addr)] = (name, float(exp))
+                if len(self._d) > self.size:
+                    self._d.popitem(last=False)
+
     def lookup(self, addr: bytes, now: float) -> str | None:
         hit = self._d.get(addr)
         if hit is None:

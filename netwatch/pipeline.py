@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +58,71 @@ LOOKUP_ROLES = ("download", "rendezvous")
 # A lookup of these names may be a connection being set up (sessions.on_lookup decides).
 CONNECT_NAME_ROLES = ("relay", "session")
 _PORTS = struct.Struct("!HH").pack
+
+
+FlowTable = dict[bytes, tuple[Flow, int]]
+# A frame from a live source: (time, link type, the captured bytes, length on the wire).
+LiveFrame = tuple[float, int, bytes, int]
+
+
+def fast_path(tcp: FlowTable, udp: FlowTable) -> Callable[[bytes, int, int, int, float], bool]:
+    """The per-packet work for a flow that is already decided, shared by every hot loop.
+
+    ``count(buf, o, n, size, ts)`` looks at the Ethernet frame ``buf[o:o + n]`` in place: for
+    IPv4 with a 20-byte header (no options, not a later fragment) or IPv6 with TCP or UDP
+    right after its fixed header, the flow key is a slice of the frame. When that flow needs
+    nothing more, the packet is counted (``size`` bytes, the length on the wire) and True
+    comes back; False sends the frame to the full path (SYNs, DNS answers, flows still being
+    inspected, anything else). The tables are bound once, so a call costs only its
+    arguments."""
+
+    def count(buf: bytes, o: int, n: int, size: int, ts: float) -> bool:
+        if n < 42:
+            return False
+        query = False
+        fin_rst = 0
+        if (buf[o + 12] == 8 and buf[o + 13] == 0 and buf[o + 14] == 0x45
+                and not (buf[o + 20] & 0x1F or buf[o + 21])):
+            # IPv4: addresses and ports are the 12 bytes from offset 26.
+            p = buf[o + 23]
+            if p == TCP:
+                if n < 54 or buf[o + 47] & 0x02:  # SYNs take the full path
+                    return False
+                hit = tcp.get(buf[o + 26:o + 38])
+                fin_rst = buf[o + 47] & 0x05
+            elif p == UDP:
+                hit = udp.get(buf[o + 26:o + 38])
+                # A DNS query (QR bit clear) carries nothing netwatch reads.
+                query = n >= 45 and not buf[o + 44] & 0x80
+            else:
+                return False
+        elif buf[o + 12] == 0x86 and buf[o + 13] == 0xDD and n >= 62:
+            # IPv6: 36 key bytes.
+            p = buf[o + 20]
+            if p == TCP:
+                if n < 74 or buf[o + 67] & 0x02:
+                    return False
+                hit = tcp.get(buf[o + 22:o + 58])
+                fin_rst = buf[o + 67] & 0x05
+            elif p == UDP:
+                hit = udp.get(buf[o + 22:o + 58])
+            else:
+                return False
+        else:
+            return False
+        if hit is None:
+            return False
+        f, d = hit
+        if f.inspecting or (f.dns_tools is not None and not query):
+            return False
+        if fin_rst:
+            f.saw_close(fin_rst)
+        f.pkts[d] += 1
+        f.bytes[d] += size
+        f.last_ts = ts
+        return True
+
+    return count
 
 
 def ip_text(raw: bytes) -> str:
@@ -148,19 +213,14 @@ class Pipeline:
             if household is not None else None)
         self.banking_seen: dict[tuple[str, str], float] = {}
         self._sweep_due = 0.0
-        registry = load_all()
-        names = list(recognisers) if recognisers is not None else list(registry)
-        self.recognisers: list[Recogniser] = [registry[n](signatures) for n in names]
-        self.by_proto = {p: [r for r in self.recognisers if p in r.protos] for p in (TCP, UDP)}
-        # The recognisers that could claim a flow, by its first payload byte.
-        self.by_first = {p: [[r for r in rs if r.could_start(p, b)] for b in range(256)]
-                         for p, rs in self.by_proto.items()}
+        self._load_recognisers(recognisers)
         # Flow tables, one per transport, keyed by the raw bytes src ip + dst ip + src port +
         # dst port as they sit in an IPv4 packet (12 bytes; 36 for IPv6); each flow is in its
         # table twice, once per direction, with the direction (0 client->server, 1 back).
         self.tcp: dict[bytes, tuple[Flow, int]] = {}
         self.udp: dict[bytes, tuple[Flow, int]] = {}
         self.tables = {TCP: self.tcp, UDP: self.udp}
+        self._fast = fast_path(self.tcp, self.udp)
         # Every live flow once, oldest first (dicts keep insertion order): what sweeps,
         # eviction and the end of a file walk.
         self.live: dict[int, Flow] = {}
@@ -192,6 +252,15 @@ class Pipeline:
         self._next_sweep = 0.0
         self.now = 0.0
 
+    def _load_recognisers(self, names: Iterable[str] | None) -> None:
+        registry = load_all()
+        wanted = list(names) if names is not None else list(registry)
+        self.recognisers: list[Recogniser] = [registry[n](self.sigs) for n in wanted]
+        self.by_proto = {p: [r for r in self.recognisers if p in r.protos] for p in (TCP, UDP)}
+        # The recognisers that could claim a flow, by its first payload byte.
+        self.by_first = {p: [[r for r in rs if r.could_start(p, b)] for b in range(256)]
+                         for p, rs in self.by_proto.items()}
+
     # ------------------------------------------------------------------ sources
 
     def feed_file(self, path: str, stats: ReadStats) -> None:
@@ -209,20 +278,69 @@ class Pipeline:
         if stats.truncated:
             self.c.files_truncated += 1
 
-    def feed(self, frames: Iterable[tuple[float, int, bytes, int]]) -> None:
-        """Frames one by one (pcapng, live sources): ``(ts, linktype, frame, wire_len)``."""
+    def feed(self, frames: Iterable[LiveFrame]) -> None:
+        """Frames one by one, ``(ts, linktype, frame, wire_len)``: a live source's batch,
+        pcapng. The same fast path as ``feed_pcap`` (a decided flow's Ethernet frame is
+        counted in place), the full path for the rest. Volumes are the wire's
+        (``wire_len``), whatever the capture kept of the frame."""
         c = self.c
+        fast = self._fast
         frame_ = self._frame
-        ts = None
+        ethernet = dec.LINKTYPE_ETHERNET
+        next_sweep = self._next_sweep
+        packets = nbytes = captured = counted = 0
+        last = self.now
         for ts, linktype, frame, wire in frames:
-            c.packets += 1
-            c.bytes += wire
-            c.captured_bytes += len(frame)
-            frame_(ts, linktype, frame, wire)
-            if ts > self.now:
-                self.now = ts
-        if ts is not None:
+            packets += 1
+            nbytes += wire
+            captured += len(frame)
+            if linktype == ethernet and ts < next_sweep and fast(frame, 0, len(frame), wire,
+                                                                   ts):
+                counted += 1
+            else:
+                frame_(ts, linktype, frame, wire)
+                next_sweep = self._next_sweep
+            if ts > last:
+                last = ts
+        if packets:
             self.last_packet_ts = ts
+        self.now = last
+        c.packets += packets
+        c.bytes += nbytes
+        c.captured_bytes += captured
+        c.ip_packets += counted
+
+    def advance(self, now: float) -> None:
+        """Time passes without packets (a live source's clock): the timed work that packets
+        drive in replay (idle-flow sweeps, the sessions' ticks, help windows opening and
+        closing) runs on ``now`` too, so flows and sessions end and reminders go out on a
+        quiet network. Time never goes back."""
+        if now <= self.now:
+            return
+        self.now = now
+        if now >= self._next_sweep:
+            self._clock(now)
+
+    def reload(self, signatures: SignatureSet | None = None, household: Any = None) -> None:
+        """New signatures or a new household (SIGHUP) while flows and sessions go on.
+
+        Flows being inspected keep the recognisers they were given; new flows get the new
+        ones. The policy keeps what it has said about each session."""
+        if signatures is not None:
+            self.sigs = signatures
+            self._load_recognisers([r.name for r in self.recognisers])
+            if self.policy is not None:
+                self.policy.names = display_names(
+                    {t: s.name for t, s in signatures.by_tool.items()})
+        if household is not None:
+            self.household = household
+            if household.sessions:
+                self.sessions.t = thresholds_from(household.sessions)
+            if self.policy is None:
+                self.policy = Policy(household, display_names(
+                    {t: s.name for t, s in self.sigs.by_tool.items()}))
+            else:
+                self.policy.h = household
 
     def feed_pcap(self, src: PcapFile) -> None:
         """The hot loop: walk a classic pcap file's records in place.
@@ -231,12 +349,13 @@ class Pipeline:
         IPv4 header of 20 bytes (no options, not a later fragment) carrying TCP or UDP, the
         flow key is a slice of the frame; when the flow needs nothing more, the packet is
         counted and the loop moves on without decoding anything. Every other packet takes
-        the full path (``_frame``)."""
+        the full path (``_frame``). The per-packet test is ``fast_path``, shared with
+        ``feed``."""
         c = self.c
         unpack_rec = src.record.unpack_from
         scale, linktype = src.scale, src.linktype
         ethernet = linktype == dec.LINKTYPE_ETHERNET
-        tcp, udp = self.tcp, self.udp
+        fast = self._fast
         frame_ = self._frame
         buf, pos, n = b"", 0, 0
         packets = nbytes = captured = counted = 0
@@ -271,42 +390,9 @@ class Pipeline:
                 nbytes += wire
                 captured += incl
                 ts = sec + frac * scale
-                hit = None
-                query = False
-                fin_rst = 0
-                if ethernet and incl >= 42:
-                    if (buf[o + 12] == 8 and buf[o + 13] == 0 and buf[o + 14] == 0x45
-                            and not (buf[o + 20] & 0x1F or buf[o + 21])):
-                        # IPv4, 20-byte header, not a later fragment: addresses and ports
-                        # are the 12 bytes from offset 26.
-                        p = buf[o + 23]
-                        if p == TCP:
-                            if incl >= 54 and not buf[o + 47] & 0x02:  # SYNs take the full path
-                                hit = tcp.get(buf[o + 26:o + 38])
-                                fin_rst = buf[o + 47] & 0x05
-                        elif p == UDP:
-                            hit = udp.get(buf[o + 26:o + 38])
-                            # A DNS query (QR bit clear) carries nothing netwatch reads.
-                            query = incl >= 45 and not buf[o + 44] & 0x80
-                    elif buf[o + 12] == 0x86 and buf[o + 13] == 0xDD and incl >= 62:
-                        # IPv6 with TCP or UDP right after the fixed header: 36 key bytes.
-                        p = buf[o + 20]
-                        if p == TCP:
-                            if incl >= 74 and not buf[o + 67] & 0x02:
-                                hit = tcp.get(buf[o + 22:o + 58])
-                                fin_rst = buf[o + 67] & 0x05
-                        elif p == UDP:
-                            hit = udp.get(buf[o + 22:o + 58])
-                if hit is not None and ts < next_sweep:
-                    f, d = hit
-                    if not f.inspecting and (f.dns_tools is None or query):
-                        if fin_rst:
-                            f.saw_close(fin_rst)
-                        f.pkts[d] += 1
-                        f.bytes[d] += wire
-                        f.last_ts = ts
-                        counted += 1
-                        continue
+                if ethernet and ts < next_sweep and fast(buf, o, incl, wire, ts):
+                    counted += 1
+                    continue
                 frame_(ts, linktype, buf[o:end], wire)
                 next_sweep = self._next_sweep
         finally:
@@ -322,7 +408,8 @@ class Pipeline:
             c.ip_packets += counted
 
     def _frame(self, ts: float, linktype: int, frame: bytes, wire: int) -> None:
-        """The full path for one frame: decode, find the flow, count or inspect."""
+        """The full path for one frame: decode, find the flow, count (``wire`` bytes, its
+        length on the wire) or inspect."""
         p = dec.decode_frame(linktype, frame)
         if type(p) is int:
             self._count_undecoded(p)
@@ -729,10 +816,12 @@ class Pipeline:
     # ------------------------------------------------------------------ a resolver's log
 
     def feed_lookups(self, lookups: Iterable[DnsLookup]) -> None:
-        """Lookups read from the LAN resolver's log (netwatch.sources.dnslog)."""
+        """Lookups read from the LAN resolver's log (netwatch.sources.dnslog). The last one's
+        time is the source's latest news, as a packet's is (the health check reads it)."""
         for lk in lookups:
             self.dns_lookup(lk.ts, lk.client, lk.qname, lk.answers, lk.chain, lk.resolver,
                             blocked=lk.outcome == "blocked")
+            self.last_packet_ts = lk.ts
 
     def dns_lookup(self, ts: float, client_ip: str, qname: str, answers: Iterable[str] = (),
                    chain: Iterable[str] = (), resolver_ip: str = LOCAL_RESOLVER,
@@ -845,26 +934,31 @@ class Pipeline:
         self.log.write(ev)
         self.c.events += 1
         if self.policy is not None:
-            for alert in self.policy.observe(ev):
-                if self.in_iface is not None:
-                    alert["in_iface"] = self.in_iface
-                if self.pcap_name is not None:
-                    alert["pcap_filename"] = self.pcap_name
-                self._add_device(alert, ip_bytes(alert["src_ip"]), None)
-                if self.blocker is not None:
-                    # Acted on before the alert is written and sent: it says whether the
-                    # block worked.
-                    self._blocks(self.blocker.act_on_alert(alert, self.now))
-                self.log.write(alert)
-                self.log.flush_now()
-                self.c.events += 1
-                level = alert["alert"]["level"]
-                self.alert_levels[level] = self.alert_levels.get(level, 0) + 1
-                self.alerts.append(alert)
-                for hook in self.on_alert:
-                    hook(alert)
+            self._alerts(self.policy.observe(ev))
         if timer is not None:
             timer.add("events", time.perf_counter() - t0)
+
+    def _alerts(self, alerts: list[dict[str, Any]]) -> None:
+        """The policy's alert events: logged (at once, live), kept for the summary and the
+        metrics, handed to the hooks."""
+        for alert in alerts:
+            if self.in_iface is not None:
+                alert["in_iface"] = self.in_iface
+            if self.pcap_name is not None:
+                alert["pcap_filename"] = self.pcap_name
+            self._add_device(alert, ip_bytes(alert["src_ip"]), None)
+            if self.blocker is not None:
+                # Acted on before the alert is written and sent: it says whether the
+                # block worked.
+                self._blocks(self.blocker.act_on_alert(alert, self.now))
+            self.log.write(alert)
+            self.log.flush_now()
+            self.c.events += 1
+            level = alert["alert"]["level"]
+            self.alert_levels[level] = self.alert_levels.get(level, 0) + 1
+            self.alerts.append(alert)
+            for hook in self.on_alert:
+                hook(alert)
 
     def _add_device(self, ev: dict[str, Any], a: bytes, b: bytes | None) -> None:
         """The envelope's ``device`` when the household knows the LAN side."""
@@ -884,12 +978,16 @@ class Pipeline:
     # ------------------------------------------------------------------ ending flows
 
     def _clock(self, now: float) -> None:
-        """Timed work on packet time: idle-flow sweeps and the sessions' counter ticks. The
+        """Timed work on packet time (or a live source's clock, ``advance``): idle-flow
+        sweeps, the sessions' counter ticks and the policy's look at the help windows. The
         hot loop leaves the fast path once ``_next_sweep`` is reached."""
         if now >= self._sweep_due:
             self._sweep(now)
         if now >= self.sessions.next_tick:
             self.sessions.tick(now)
+            if self.policy is not None:
+                # A help window that opened or closed under a live session changes its alert.
+                self._alerts(self.policy.tick(iso_timestamp(now)))
         self._next_sweep = min(self._sweep_due, self.sessions.next_tick)
 
     def _sweep(self, now: float) -> None:

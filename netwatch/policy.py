@@ -106,6 +106,7 @@ class _SessionView:
     said: set[str] = field(default_factory=set)  # what its alerts have covered
     last_alert: datetime | None = None
     blocked: bool = False  # the policy has decided to block it
+    in_window: bool | None = None  # at its last evaluation (None: not evaluated)
 
 
 class Policy:
@@ -167,6 +168,22 @@ class Policy:
             return []
         return self._evaluate(v, ev["timestamp"])
 
+    def tick(self, ts: str) -> list[dict[str, Any]]:
+        """Time passing (the pipeline's clock): a help window that opened or closed since a
+        live session was last looked at changes what its alert says, on time rather than at
+        the session's next event."""
+        out: list[dict[str, Any]] = []
+        if self.h is None:
+            return out
+        when = parse_time(ts)
+        for v in list(self.sessions.values()):
+            if v.state not in LIVE_STATES or v.in_window is None:
+                continue
+            device = self.h.device_for(v.device_ip)
+            if (self.h.window_at(when, device, v.tool) is not None) != v.in_window:
+                out += self._evaluate(v, ts)
+        return out
+
     def _banking(self, ev: dict[str, Any]) -> list[dict[str, Any]]:
         ip = ev.get("src_ip", "")
         bank = ev["dns"].get("bank") or ev["dns"].get("rrname", "")
@@ -194,6 +211,7 @@ class Policy:
         if v.state not in LIVE_STATES:
             return []  # an idle client, or a session that went quiet: nothing to tell
         window = self.h.window_at(when, device, v.tool) if self.h is not None else None
+        v.in_window = window is not None
         person = self.h.person_of(device) if (self.h is not None and device) else None
         w = {"person": person.name if person else None,
              "device": device.name if device else None, "ip": v.device_ip}

@@ -336,6 +336,30 @@ class SessionTracker:
         for s in list(self.open.values()):
             self._end(s, now)
 
+    # ------------------------------------------------------------------ keeping the past
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a restart must not forget: ended sessions (for returns), recent downloads and
+        the next session id (ids stay unique across restarts: the outbox merges messages by
+        session id). Plain JSON values."""
+        return {
+            "next_id": self._next_id,
+            "ended": [{"ended": at, "id": s.id, "tool": s.tool, "device_ip": s.device_ip,
+                       "started": s.started, "peers": sorted(s.peers)}
+                      for at, s in self.ended],
+            "downloads": [list(d) for d in self.downloads],
+        }
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Take back a ``snapshot`` (the sessions open now are kept)."""
+        self._next_id = max(self._next_id, int(snap.get("next_id", 1)))
+        for e in snap.get("ended", []):
+            s = Session(int(e["id"]), str(e["tool"]), str(e["device_ip"]),
+                        float(e["started"]), state="ended", peers=set(e.get("peers", [])))
+            self.ended.append((float(e["ended"]), s))
+        for at, device, tool in snap.get("downloads", []):
+            self.downloads.append((float(at), str(device), str(tool)))
+
     # ------------------------------------------------------------------ helpers
 
     @staticmethod
