@@ -116,21 +116,24 @@ def open_event_log(s: Settings) -> EventLog:
 # ------------------------------------------------------------------ metrics
 
 
-def build_metrics(pipe: Pipeline, s: Settings, source: LiveSource) -> Any:
-    """The ``/metrics`` and ``/healthz`` server (netwatch.metrics), bound but not started;
-    None when the settings turn it off. A capture played back (the pcap source) is not
-    live: its silences are not a broken capture."""
-    if s.metrics_listen == OFF:
-        return None
+def build_metrics(pipe: Pipeline, s: Settings, source: LiveSource) -> tuple[Any, Any]:
+    """The ``/metrics`` and ``/healthz`` server (netwatch.metrics), bound but not started,
+    and the text-file writer; each None when the settings leave it out. A capture played
+    back (the pcap source) is not live: its silences are not a broken capture."""
+    if s.metrics_listen == OFF and not s.metrics_textfile:
+        return None, None
     from . import metrics
 
     pipe.stage_times = StageTimes()
-    where = parse_listen(s.metrics_listen)
-    assert where is not None
     registry, _collector = metrics.make_registry(pipe, state_dir=s.state_dir)
+    textfile = metrics.TextfileWriter(registry, s.metrics_textfile) \
+        if s.metrics_textfile else None
+    where = parse_listen(s.metrics_listen)
+    if where is None:  # "off"
+        return None, textfile
     health = metrics.Health(pipe, live=lambda: s.source != "pcap")
     try:
-        return metrics.MetricsServer(registry, where[0], where[1], health=health)
+        return metrics.MetricsServer(registry, where[0], where[1], health=health), textfile
     except OSError as e:
         raise StartError(f"cannot listen on {s.metrics_listen} for metrics: "
                          f"{e.strerror or e}") from None
@@ -218,6 +221,7 @@ class Daemon:
         self.delivery: Delivery | None = None
         self.control: Any = None
         self.metrics: Any = None
+        self.textfile: Any = None
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._reload = False
@@ -259,7 +263,7 @@ class Daemon:
         pipe.source, pipe.source_name, pipe.in_iface = (self.source, self.source.name,
                                                          self.source.iface)
         self.control = self._control_server()
-        self.metrics = build_metrics(pipe, s, self.source)
+        self.metrics, self.textfile = build_metrics(pipe, s, self.source)
         if s.user and os.geteuid() == 0:
             self._become_user(s.user)
         self.delivery = Delivery(s.state_dir, self.clock, self.senders)
@@ -398,6 +402,8 @@ class Daemon:
             self._reload = False
             self.reload()
         self.log.flush()
+        if self.textfile is not None and self.textfile.due(now):
+            self.textfile.write(now)
         if now >= self._next_save:
             self._next_save = now + SAVE_EVERY_S
             self._save_history()
@@ -483,6 +489,8 @@ class Daemon:
                         stats["stats"][f"source_{key}"] = value
             self.log.write(stats)
             self._save_history()
+            if self.textfile is not None:
+                self.textfile.write()
         if self.log is not None:
             self.log.close()
         if self.source is not None:

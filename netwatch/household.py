@@ -30,8 +30,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-import icalendar
-import recurring_ical_events
 import yaml
 from yaml.nodes import Node
 
@@ -1190,6 +1188,13 @@ def _read_calendar_window(r: _Reader, m: dict[str, Node], where: str, kind: str,
 def _parse_calendar(data: bytes) -> tuple[Any, str | None]:
     """The expanded-occurrence query of an iCalendar file, or why there is none. Building
     the series parses every event's dates and rules, so a broken one shows up here."""
+    try:
+        # Only calendar windows need these two; a router build may leave them out.
+        import icalendar
+        import recurring_ical_events
+    except ImportError as e:
+        return None, (f"calendar windows need the Python package {e.name!r}, which is not "
+                      "installed (a router build may leave it out: use weekly windows)")
     try:
         cal = icalendar.Calendar.from_ical(data)
         query = recurring_ical_events.of(cal)
