@@ -110,7 +110,8 @@ def generate_latest(registry: CollectorRegistry) -> bytes:
             name += "_total"
         out.append(f"# HELP {name} {_escape(m.documentation, False)}\n")
         out.append(f"# TYPE {name} {kind}\n")
-        for sample, labels, value, *_rest in m.samples:
+        for s in m.samples:  # prometheus-client's samples carry more fields after these
+            sample, labels, value = s[0], s[1], s[2]
             text = ",".join(f'{k}="{_escape(v, True)}"' for k, v in sorted(labels.items()))
             out.append(f"{sample}{{{text}}} {_go_float(value)}\n" if text
                        else f"{sample} {_go_float(value)}\n")
