@@ -48,9 +48,12 @@ case "${1:-}" in
     # tests build a router from nftables, dnsmasq and openssl in network namespaces;
     # nftables and conntrack: the live blocking tests (tests/test_block_live.py); Xvfb,
     # x11vnc and TigerVNC's viewer: the real VNC session they cut; tcpreplay (with
-    # tcprewrite) puts traffic on the veth pairs of the af_packet and netwatch run tests.
+    # tcprewrite) puts traffic on the veth pairs of the af_packet and netwatch run tests;
+    # shellcheck, systemd (systemd-analyze) and prometheus-alertmanager: the deploy files'
+    # tests (tests/test_deploy_*.py), the fleet's alert path among them.
     apt_install tshark libndpi-bin prometheus nftables conntrack iproute2 dnsmasq-base \
-      openssl tcpdump xvfb x11vnc tigervnc-viewer x11-apps tcpreplay
+      openssl tcpdump xvfb x11vnc tigervnc-viewer x11-apps tcpreplay shellcheck systemd \
+      prometheus-alertmanager
     venv "[test]"
     .venv/bin/ruff check netwatch tests --exclude tests/pcaps
     .venv/bin/mypy netwatch
