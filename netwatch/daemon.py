@@ -125,7 +125,8 @@ def build_metrics(pipe: Pipeline, s: Settings, source: LiveSource) -> tuple[Any,
     from . import metrics
 
     pipe.stage_times = StageTimes()
-    registry, _collector = metrics.make_registry(pipe, state_dir=s.state_dir)
+    registry, _collector = metrics.make_registry(pipe, state_dir=s.state_dir,
+                                                 blocks_active=lambda: _blocks_in_force(pipe))
     textfile = metrics.TextfileWriter(registry, s.metrics_textfile) \
         if s.metrics_textfile else None
     where = parse_listen(s.metrics_listen)
@@ -137,6 +138,11 @@ def build_metrics(pipe: Pipeline, s: Settings, source: LiveSource) -> tuple[Any,
     except OSError as e:
         raise StartError(f"cannot listen on {s.metrics_listen} for metrics: "
                          f"{e.strerror or e}") from None
+
+
+def _blocks_in_force(pipe: Pipeline) -> int:
+    """The blocking layer's blocks in force; 0 when the pipeline has no blocking layer."""
+    return len(pipe.blocker.list_blocks()) if pipe.blocker is not None else 0
 
 
 def _ids(user: str) -> tuple[int, int]:
