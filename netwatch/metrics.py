@@ -293,6 +293,7 @@ class TextfileWriter:
         self.path = Path(path)
         self.every_s = every_s
         self._next = 0.0
+        self._failing = False  # said once until a write works again
 
     def due(self, now: float) -> bool:
         return now >= self._next
@@ -304,7 +305,12 @@ class TextfileWriter:
             tmp.write_bytes(generate_latest(self.registry))
             tmp.replace(self.path)
         except OSError as e:
-            log.warning("metrics: cannot write %s: %s", self.path, e.strerror or e)
+            if not self._failing:
+                log.warning("metrics: cannot write %s: %s (said once until it works)",
+                            self.path, e.strerror or e)
+            self._failing = True
+        else:
+            self._failing = False
 
 
 # ---------------------------------------------------------------------- health

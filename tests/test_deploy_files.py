@@ -26,9 +26,17 @@ def test_the_shipped_uci_file_gives_the_router_settings(tmp_path: Path) -> None:
     assert (s.source, s.nflog_group) == ("nflog", 74)
     assert s.state_dir == "/etc/netwatch/state"  # flash, not /tmp
     assert s.eve_log == "/tmp/log/netwatch/eve.json" and s.eve_max_mib == 2
-    assert s.metrics_textfile == "/var/prometheus/netwatch.prom"
+    assert s.metrics_textfile is None  # until a node exporter is installed
     assert s.control_url == "http://openwrt.lan:8787"
     assert (UCI / "default").read_text() == SHIPPED.read_text()
+
+
+def test_the_metrics_file_option(tmp_path: Path) -> None:
+    text = SHIPPED.read_text().replace("#option metrics_textfile", "option metrics_textfile")
+    (tmp_path / "uci").write_text(text)
+    write_settings(str(tmp_path / "uci"), str(tmp_path / "netwatch.yaml"))
+    s = load_settings(str(tmp_path / "netwatch.yaml"))
+    assert s.metrics_textfile == "/var/prometheus/netwatch.prom"
 
 
 def test_quotes_booleans_empty_values_and_relative_paths(tmp_path: Path) -> None:

@@ -111,7 +111,8 @@ def test_the_dashboard_and_rules_use_only_what_a_running_netwatch_exports(
         ["timeout", str(RUN_LIMIT_S), sys.executable, "-m", "netwatch", "run", "--source",
          "pcap", "--pcap", str(DEMO), "--speed", "0", "--household",
          str(tmp_path / "household.yaml"), "--state-dir", str(tmp_path / "state"),
-         "--control-listen", "off", "--metrics-listen", f"127.0.0.1:{port}"],
+         "--control-listen", "off", "--metrics-listen", f"127.0.0.1:{port}",
+         "--metrics-textfile", str(tmp_path / "netwatch.prom")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     exported: set[str] = set()
     try:
@@ -130,6 +131,11 @@ def test_the_dashboard_and_rules_use_only_what_a_running_netwatch_exports(
         proc.terminate()
         out = proc.communicate(timeout=20)[0].decode(errors="replace")
     assert "netwatch_outbox_messages" in exported, out
+    # The same text for a node exporter's text-file collector (written at least at exit).
+    in_file = set(re.findall(r"^# TYPE (\S+) ", (tmp_path / "netwatch.prom").read_text(),
+                             re.M))
+    assert {"netwatch_packets_total", "netwatch_sessions_outside_window",
+            "netwatch_outbox_messages", "netwatch_blocks_active"} <= in_file
     for where, names in _names_used().items():
         missing = names - exported - PROMETHEUS_OWN
         assert not missing, f"{where} uses {sorted(missing)}, which netwatch does not export"
