@@ -156,3 +156,41 @@ def test_the_dashboard_is_provisioned_from_its_folder() -> None:
     assert len(ids) == len(set(ids))
     assert all(t["datasource"]["uid"] == "${datasource}" for p in dash["panels"]
                for t in p["targets"])
+
+
+
+def _rsyslog_filter() -> re.Pattern[str]:
+    """The regular expression rsyslog's re_match() applies to each EVE line (POSIX ERE; this
+    one reads the same in Python's dialect)."""
+    text = (FLEET / "rsyslog-netwatch.conf").read_text()
+    m = re.search(r"re_match\(\$msg, '([^']+)'\)", text)
+    assert m is not None
+    return re.compile(m[1])
+
+
+def test_rsyslog_ships_alerts_sessions_and_stats_never_dns_or_detections(
+        tmp_path: Path) -> None:
+    (tmp_path / "household.yaml").write_text(HOUSEHOLD, encoding="utf-8")
+    log = tmp_path / "eve.json"
+    subprocess.run([sys.executable, "-m", "netwatch", "replay", str(DEMO), "--eve-log",
+                    str(log), "--household", str(tmp_path / "household.yaml")],
+                   capture_output=True, timeout=120, check=True)
+    keep = _rsyslog_filter()
+    shipped, kept_home = set(), set()
+    for line in log.read_text().splitlines():
+        kind = json.loads(line)["event_type"]
+        (shipped if keep.search(line) else kept_home).add(kind)
+    assert shipped == {"alert", "session", "stats"}
+    assert {"remote_access", "dns"} & kept_home and not shipped & kept_home
+
+
+def test_rsyslog_reads_the_shipping_config(tmp_path: Path) -> None:
+    rsyslogd = shutil.which("rsyslogd")
+    if rsyslogd is None:
+        pytest.skip("rsyslogd is not installed (Debian's rsyslog: the default log daemon; "
+                    "not installed by the tests, whose machine may share it)")
+    master = tmp_path / "rsyslog.conf"  # as Debian's /etc/rsyslog.conf includes it
+    master.write_text(f'global(workDirectory="{tmp_path}")\n'
+                      f'include(file="{FLEET / "rsyslog-netwatch.conf"}")\n')
+    out = _run(rsyslogd, "-N1", "-f", str(master))
+    assert "End of config validation run" in out
