@@ -3,6 +3,7 @@ checks on the unit, and the Pi install script run end to end into a fresh root."
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PI = ROOT / "deploy" / "raspberry-pi"
 OPENWRT = ROOT / "deploy" / "openwrt"
 SCRIPTS = [PI / "install.sh", OPENWRT / "files" / "netwatch.init"]
+UCI_MISTAKES = ROOT / "tests" / "data" / "uci" / "mistakes"
 INSTALL_TIMEOUT_S = 300  # a fresh virtual environment and pip (dependencies from the index)
 
 
@@ -120,3 +122,72 @@ def test_the_units_exposure_score(tmp_path: Path) -> None:
     # is what systemd calls OK.
     print(f"systemd-analyze security: netwatch.service exposure {m[1]} {m[2]}")
     assert float(m[1]) < 4.5
+
+
+# OpenWrt's shell functions the init script uses (rc.common, functions.sh, procd.sh), as
+# stand-ins that log what they are asked; config_get answers from UCI_<option> variables
+# (else the script's default). start_service runs here with the real `netwatch
+# uci-config` on a real UCI file.
+PROCD_STUBS = r"""
+config_load() { :; }
+config_get() { eval "$1=\${UCI_$3:-\$4}"; }
+config_get_bool() { eval "$1=\${UCI_$3:-\$4}"; }
+procd_open_instance() { echo "open" >> "$LOG"; }
+procd_set_param() { echo "param $*" >> "$LOG"; }
+procd_close_instance() { echo "close" >> "$LOG"; }
+procd_add_reload_trigger() { echo "trigger $*" >> "$LOG"; }
+logger() { cat >> "$LOG.logger"; }
+sysctl() { echo "sysctl $*" >> "$LOG"; }
+chgrp() { echo "chgrp $*" >> "$LOG"; }
+chown() { echo "chown $*" >> "$LOG"; }
+"""
+
+
+def _run_init(tmp_path: Path, uci: Path, **options: str) -> tuple[int, str, Path]:
+    log = tmp_path / "procd.log"
+    script = (PROCD_STUBS + (OPENWRT / "files" / "netwatch.init").read_text()
+              .replace("#!/bin/sh /etc/rc.common", "") +
+              f'\nPROG="{Path(sys.executable).parent / "netwatch"}"\n'
+              f'UCI_FILE="{uci}"\nSETTINGS="{tmp_path / "var" / "netwatch.yaml"}"\n'
+              "start_service; rc=$?; service_triggers; exit $rc\n")
+    env = {**os.environ, "LOG": str(log), "UCI_state_dir": str(tmp_path / "state"),
+           "UCI_household": str(tmp_path / "household.yaml"),
+           **{f"UCI_{k}": v for k, v in options.items()}}
+    (tmp_path / "household.yaml").write_text("people: {}\n")
+    r = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env,
+                       timeout=60)
+    return r.returncode, log.read_text() if log.exists() else "", log
+
+
+def test_the_procd_script_starts_netwatch_as_its_user_with_two_capabilities(
+        tmp_path: Path) -> None:
+    rc, log, _ = _run_init(tmp_path, OPENWRT / "files" / "netwatch.config")
+    assert rc == 0, log
+    settings = tmp_path / "var" / "netwatch.yaml"
+    assert load_settings(str(settings)).source == "nflog"
+    lines = log.splitlines()
+    assert f"param command {Path(sys.executable).parent / 'netwatch'} run --config " \
+           f"{settings}" in lines
+    for expected in ("param user netwatch", "param group netwatch",
+                     "param capabilities /etc/capabilities/netwatch.json",
+                     "param no_new_privs 1", "param respawn 3600 5 5",
+                     f"param file {settings}", "trigger netwatch",
+                     "sysctl -q -w net.netfilter.nf_conntrack_acct=1"):
+        assert expected in lines, log
+    assert lines.index("open") < lines.index("param user netwatch") < lines.index("close")
+    assert f"chown -R netwatch:netwatch {tmp_path / 'state'}" in lines
+    caps = json.loads((OPENWRT / "files" / "netwatch.capabilities").read_text())
+    assert {k: sorted(v) for k, v in caps.items()} == dict.fromkeys(
+        ("bounding", "effective", "ambient", "permitted", "inheritable"),
+        ["CAP_NET_ADMIN", "CAP_NET_RAW"])
+
+
+def test_the_procd_script_does_not_start_on_a_broken_uci_file(tmp_path: Path) -> None:
+    rc, log, path = _run_init(tmp_path, UCI_MISTAKES)
+    assert rc == 1 and "open" not in log
+    assert "sorce: unknown option" in Path(f"{path}.logger").read_text()
+
+
+def test_a_disabled_service_does_not_start(tmp_path: Path) -> None:
+    rc, log, _ = _run_init(tmp_path, OPENWRT / "files" / "netwatch.config", enabled="0")
+    assert rc == 0 and "open" not in log
