@@ -434,6 +434,9 @@ def _check_settings(path: str) -> str:
 @click.option("--eve-log", metavar="PATH", help="Append the event log here.")
 @click.option("--metrics-listen", metavar="HOST:PORT|off",
               help="Serve /metrics and /healthz here. [default: 127.0.0.1:9731]")
+@click.option("--metrics-textfile", metavar="PATH",
+              help="Also write the metrics to this file every 15 s (a node exporter's "
+                   "text-file collector).")
 @click.option("--control-listen", metavar="HOST:PORT|off",
               help="Serve the action links' endpoint here. [default: 127.0.0.1:8787]")
 @click.option("--control-url", metavar="URL",
@@ -455,9 +458,10 @@ def _check_settings(path: str) -> str:
                    "[default: auto]")
 def run(config_file: str | None, source: str | None, interface: str | None,
         household_file: str | None, state_dir: str | None, eve_log: str | None,
-        metrics_listen: str | None, control_listen: str | None, control_url: str | None,
-        user: str | None, sig_dir: str | None, pcap_file: str | None,
-        pcap_speed: float | None, dnslog_file: str | None, block_backend: str | None) -> None:
+        metrics_listen: str | None, metrics_textfile: str | None,
+        control_listen: str | None, control_url: str | None, user: str | None,
+        sig_dir: str | None, pcap_file: str | None, pcap_speed: float | None,
+        dnslog_file: str | None, block_backend: str | None) -> None:
     """Watch the network live until SIGTERM or SIGINT (exit code 0).
 
     Says "ready: capturing on …" on standard error once the capture is open. SIGHUP reloads
@@ -472,7 +476,8 @@ def run(config_file: str | None, source: str | None, interface: str | None,
     settings = _settings_or_exit(config_file) if config_file is not None else Settings()
     given = {"source": source, "interface": interface, "household": household_file,
              "state_dir": state_dir, "eve_log": eve_log, "metrics_listen": metrics_listen,
-             "control_listen": control_listen, "control_url": control_url, "user": user,
+             "metrics_textfile": metrics_textfile, "control_listen": control_listen,
+             "control_url": control_url, "user": user,
              "signatures": sig_dir, "pcap": pcap_file, "pcap_speed": pcap_speed,
              "dnslog": dnslog_file, "block_backend": block_backend}
     for name, value in given.items():
@@ -493,6 +498,29 @@ def run(config_file: str | None, source: str | None, interface: str | None,
         daemon.shutdown()
         sys.exit(EXIT_INPUT_ERROR)
     sys.exit(daemon.run())
+
+
+@main.command("uci-config")
+@click.argument("uci_file", default="/etc/config/netwatch", type=click.Path(dir_okay=False))
+@click.option("--output", "-o", default="/var/etc/netwatch.yaml", show_default=True,
+              type=click.Path(dir_okay=False), help="The settings file to write.")
+def uci_config(uci_file: str, output: str) -> None:
+    """Write the daemon's settings file from OpenWrt's UCI file (the init script's step).
+
+    Each option of the 'config netwatch' section is the setting of the same name
+    (deploy/netwatch.example.yaml); each problem is printed as FILE:LINE: option: message
+    and nothing is written (exit code 1).
+    """
+    from .config import ConfigError
+    from .uci import write_settings
+
+    try:
+        write_settings(uci_file, output)
+    except ConfigError as e:
+        for problem in e.problems:
+            click.echo(problem, err=True)
+        sys.exit(1)
+    click.echo(f"{output}: written from {uci_file}")
 
 
 # ------------------------------------------------------------------ control (action links)

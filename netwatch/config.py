@@ -62,6 +62,8 @@ class Settings:
     eve_log: str | None = None  # none: no event log
     eve_max_mib: float = 16.0  # the event log's own size cap
     metrics_listen: str = DEFAULT_METRICS_LISTEN  # "off": no metrics endpoint
+    # The metrics also written to this file (a node exporter's text-file collector).
+    metrics_textfile: str | None = None
     control_listen: str = DEFAULT_CONTROL_LISTEN  # "off": no control endpoint
     control_url: str | None = None  # the control endpoint as the carers' phones reach it
     host: str | None = None  # the box's name in events (EVE's host); default: node name
@@ -93,7 +95,8 @@ class Settings:
         return out
 
 
-_PATHS = ("household", "state_dir", "eve_log", "signatures", "dnslog", "pcap")
+_PATHS = ("household", "state_dir", "eve_log", "signatures", "dnslog", "pcap",
+          "metrics_textfile")
 
 
 def parse_listen(text: str) -> tuple[str, int] | None:
@@ -223,7 +226,9 @@ def describe(s: Settings) -> str:
     lines += [f"household: {s.household}", f"state folder: {s.state_dir}",
               f"event log: {s.eve_log or 'none'}"
               + (f" (kept under {s.eve_max_mib:g} MiB)" if s.eve_log and s.eve_max_mib else ""),
-              f"metrics: {s.metrics_listen}", f"control endpoint: {s.control_listen}"
+              f"metrics: {s.metrics_listen}"
+              + (f", written to {s.metrics_textfile}" if s.metrics_textfile else ""),
+              f"control endpoint: {s.control_listen}"
               + (f", links point at {s.control_url}" if s.control_url else ""),
               f"blocking: {describe_blocking(s)}",
               f"runs as: {s.user or 'the user that starts it'}"]

@@ -58,6 +58,7 @@ from urllib.parse import unquote, urlsplit
 from .actions import LANGUAGES, ActionRefused, ActionRequest, peek_lang, token_ref, verify
 from .eventlog import eve_line, iso_timestamp
 from .messages import shown
+from .outbox import journal_mode
 
 log = logging.getLogger("netwatch.control")
 
@@ -149,7 +150,7 @@ class ControlStore:
         fresh = not self.path.exists()
         con = self._connect()
         try:
-            con.execute("PRAGMA journal_mode=WAL")
+            con.execute(f"PRAGMA journal_mode={journal_mode(folder)}")
             con.executescript(_SCHEMA)
         finally:
             con.close()

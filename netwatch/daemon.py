@@ -168,28 +168,35 @@ def open_blocker(s: Settings, household: Any, clock: Callable[[], float]) -> Any
 # ------------------------------------------------------------------ metrics
 
 
-def build_metrics(pipe: Pipeline, s: Settings, source: LiveSource,
-                  blocker: Any = None) -> Any:
-    """The ``/metrics`` and ``/healthz`` server (netwatch.metrics), bound but not started;
-    None when the settings turn it off. A capture played back (the pcap source) is not
-    live: its silences are not a broken capture. With a blocking layer, the blocks in
-    force are counted at each scrape (``netwatch_blocks_active``)."""
-    if s.metrics_listen == OFF:
-        return None
+def build_metrics(pipe: Pipeline, s: Settings, source: LiveSource) -> tuple[Any, Any]:
+    """The ``/metrics`` and ``/healthz`` server (netwatch.metrics), bound but not started,
+    and the text-file writer; each None when the settings leave it out. A capture played
+    back (the pcap source) is not live: its silences are not a broken capture. With a
+    blocking layer, the blocks in force are counted at each scrape
+    (``netwatch_blocks_active``)."""
+    if s.metrics_listen == OFF and not s.metrics_textfile:
+        return None, None
     from . import metrics
 
     pipe.stage_times = StageTimes()
-    where = parse_listen(s.metrics_listen)
-    assert where is not None
-    active = None if blocker is None else (lambda: len(blocker.list_blocks()))
     registry, _collector = metrics.make_registry(pipe, state_dir=s.state_dir,
-                                                 blocks_active=active)
+                                                 blocks_active=lambda: _blocks_in_force(pipe))
+    textfile = metrics.TextfileWriter(registry, s.metrics_textfile) \
+        if s.metrics_textfile else None
+    where = parse_listen(s.metrics_listen)
+    if where is None:  # "off"
+        return None, textfile
     health = metrics.Health(pipe, live=lambda: s.source != "pcap")
     try:
-        return metrics.MetricsServer(registry, where[0], where[1], health=health)
+        return metrics.MetricsServer(registry, where[0], where[1], health=health), textfile
     except OSError as e:
         raise StartError(f"cannot listen on {s.metrics_listen} for metrics: "
                          f"{e.strerror or e}") from None
+
+
+def _blocks_in_force(pipe: Pipeline) -> int:
+    """The blocking layer's blocks in force; 0 when the pipeline has no blocking layer."""
+    return len(pipe.blocker.list_blocks()) if pipe.blocker is not None else 0
 
 
 def _ids(user: str) -> tuple[int, int]:
@@ -275,6 +282,7 @@ class Daemon:
         self.control: Any = None
         self.metrics: Any = None
         self.blocker: Any = None  # netwatch.block.BlockLayer, or None (block_backend: off)
+        self.textfile: Any = None
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._reload = False
@@ -319,7 +327,7 @@ class Daemon:
         pipe.source, pipe.source_name, pipe.in_iface = (self.source, self.source.name,
                                                          self.source.iface)
         self.control = self._control_server()
-        self.metrics = build_metrics(pipe, s, self.source, self.blocker)
+        self.metrics, self.textfile = build_metrics(pipe, s, self.source)
         if s.user and os.geteuid() == 0:
             self._become_user(s.user)
         self.delivery = Delivery(s.state_dir, self.clock, self.senders)
@@ -467,6 +475,8 @@ class Daemon:
         if self.blocker is not None and now >= self._next_expire:
             self._next_expire = now + EXPIRE_EVERY_S
             self._expire_blocks(now)
+        if self.textfile is not None and self.textfile.due(now):
+            self.textfile.write(now)
         if now >= self._next_save:
             self._next_save = now + SAVE_EVERY_S
             self._save_history()
@@ -556,6 +566,8 @@ class Daemon:
                         stats["stats"][f"source_{key}"] = value
             self.log.write(stats)
             self._save_history()
+            if self.textfile is not None:
+                self.textfile.write()
         if self.log is not None:
             self.log.close()
         if self.source is not None:

@@ -31,8 +31,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-import icalendar
-import recurring_ical_events
 import yaml
 from yaml.nodes import Node
 
@@ -1270,6 +1268,13 @@ def _parse_calendar(data: bytes) -> tuple[Any, str | None]:
     problem = _recurrence_problem(data)
     if problem:
         return None, problem
+    try:
+        # Only calendar windows need these two; a router build may leave them out.
+        import icalendar
+        import recurring_ical_events
+    except ImportError as e:
+        return None, (f"calendar windows need the Python package {e.name!r}, which is not "
+                      "installed (a router build may leave it out: use weekly windows)")
     try:
         cal = icalendar.Calendar.from_ical(data)
         query = recurring_ical_events.of(cal)

@@ -12,7 +12,10 @@ prefix, base units in the name (``_seconds``, ``_bytes``), ``_total`` on counter
 with few values: tool, role, source, state, a household device's *name* (never an address).
 
 ``netwatch replay`` never imports this module, so prometheus-client adds nothing to its
-start-up.
+start-up. Without prometheus-client (OpenWrt's feed has none) the same text comes from
+``netwatch.promtext``; ``TextfileWriter`` writes it to a file for the text-file collector of
+the node exporter already on the box (OpenWrt's prometheus-node-exporter-lua reads
+``/var/prometheus/*.prom``).
 """
 
 from __future__ import annotations
@@ -28,24 +31,37 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    InfoMetricFamily,
-    Metric,
-)
-from prometheus_client.exposition import generate_latest
-from prometheus_client.registry import Collector
-
 try:
-    # The text format every Prometheus reads (Debian 12's 2.42 too); newer clients call
-    # version 1.0.0 "latest", which differs only for names outside [a-zA-Z0-9_:].
-    from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4 as CONTENT_TYPE
-except ImportError:  # older clients, whose latest is 0.0.4
-    from prometheus_client.exposition import CONTENT_TYPE_LATEST as CONTENT_TYPE
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        InfoMetricFamily,
+        Metric,
+    )
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.registry import Collector
+except ImportError:  # a router build without prometheus-client: the same text, our own
+    from .promtext import (  # type: ignore[assignment]
+        CONTENT_TYPE,
+        CollectorRegistry,
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        InfoMetricFamily,
+        Metric,
+        generate_latest,
+    )
+    Collector = object  # type: ignore[assignment,misc]
+else:
+    try:
+        # The text format every Prometheus reads (Debian 12's 2.42 too); newer clients call
+        # version 1.0.0 "latest", which differs only for names outside [a-zA-Z0-9_:].
+        from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4 as CONTENT_TYPE
+    except ImportError:  # older clients, whose latest is 0.0.4
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST as CONTENT_TYPE
 
 from . import __version__
+from .policy import LIVE_STATES
 
 log = logging.getLogger("netwatch.metrics")
 
@@ -133,6 +149,10 @@ class PipelineCollector(Collector):
         yield _labelled(GaugeMetricFamily, "netwatch_sessions_open", "Sessions of a "
                         "remote-access tool open now, by tool, household device name and "
                         "state.", ["tool", "device", "state"], _sessions(p))
+        yield _labelled(GaugeMetricFamily, "netwatch_sessions_outside_window", "Sessions "
+                        "of a remote-access tool live now (connecting or active) outside "
+                        "every help window, as the policy last judged them, by tool and "
+                        "household device name.", ["tool", "device"], _outside(p))
         yield _labelled(CounterMetricFamily, "netwatch_alerts_total", "Alerts written, by "
                         "level (info, warning, critical).", ["level"],
                         {(k,): n for k, n in dict(p.alert_levels).items()})
@@ -231,6 +251,23 @@ def _sessions(p: Any) -> dict[tuple[str, ...], float]:
     return out
 
 
+def _outside(p: Any) -> dict[tuple[str, ...], float]:
+    """Live sessions the policy judged outside every help window, by tool and device name.
+    A session of a trusted rule is never judged (no alert), so it is not counted."""
+    policy = getattr(p, "policy", None)
+    if policy is None:
+        return {}
+    h = p.household
+    out: dict[tuple[str, ...], float] = {}
+    for v in list(policy.sessions.values()):
+        if v.in_window is not False or v.state not in LIVE_STATES:
+            continue
+        dev = h.device_for(v.device_ip) if h is not None else None
+        key = (v.tool, dev.name if dev is not None else UNKNOWN_DEVICE)
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
 def make_registry(pipeline: Any, **collector_args: Any) -> tuple[CollectorRegistry,
                                                                   PipelineCollector]:
     """A registry holding only netwatch's collector (no process or platform collectors: the
@@ -239,6 +276,41 @@ def make_registry(pipeline: Any, **collector_args: Any) -> tuple[CollectorRegist
     collector = PipelineCollector(pipeline, **collector_args)
     registry.register(collector)
     return registry, collector
+
+
+# ---------------------------------------------------------------------- text file
+
+
+class TextfileWriter:
+    """The metrics as a file, for a node exporter's text-file collector, when netwatch serves
+    no /metrics of its own (a router without prometheus-client, or one port fewer open).
+
+    ``write()`` renders the registry and replaces the file in one rename, so the collector
+    never reads half a file; ``due(now)`` says when it is time again (every ``every_s``)."""
+
+    def __init__(self, registry: Any, path: str | Path, every_s: float = 15.0):
+        self.registry = registry
+        self.path = Path(path)
+        self.every_s = every_s
+        self._next = 0.0
+        self._failing = False  # said once until a write works again
+
+    def due(self, now: float) -> bool:
+        return now >= self._next
+
+    def write(self, now: float = 0.0) -> None:
+        self._next = now + self.every_s
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        try:
+            tmp.write_bytes(generate_latest(self.registry))
+            tmp.replace(self.path)
+        except OSError as e:
+            if not self._failing:
+                log.warning("metrics: cannot write %s: %s (said once until it works)",
+                            self.path, e.strerror or e)
+            self._failing = True
+        else:
+            self._failing = False
 
 
 # ---------------------------------------------------------------------- health
@@ -363,4 +435,4 @@ def _family(host: str) -> int:
 
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "Health", "MetricsServer", "PipelineCollector",
-           "make_registry"]
+           "TextfileWriter", "make_registry"]

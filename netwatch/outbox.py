@@ -1,11 +1,11 @@
 """The alert outbox: every message to a carer is written down before it is sent, and sent
 until a service has taken it.
 
-``<state_dir>/outbox.sqlite`` (SQLite, WAL journal, ``synchronous=FULL``) holds one row per
-(message, target address). ``enqueue`` commits the rows before anything is sent
-(write-ahead), so a crash or a power cut loses no alert; ``deliver_due(now, senders)`` sends
-the rows that are due, oldest first, and marks a row ``sent`` only after its sender returned
-success.
+``<state_dir>/outbox.sqlite`` (SQLite, WAL journal but a rollback one on JFFS2 flash,
+``synchronous=FULL``) holds one row per (message, target address). ``enqueue`` commits the
+rows before anything is sent (write-ahead), so a crash or a power cut loses no alert;
+``deliver_due(now, senders)`` sends the rows that are due, oldest first, and marks a row
+``sent`` only after its sender returned success.
 
 **At least once.** When the process dies between a successful send and the mark, the row
 is sent again after the restart. The second copy carries the same identity as the first —
@@ -104,6 +104,48 @@ def message_from_json(text: str) -> Message:
                               url=a.get("url", "")) for a in data.get("actions", [])]
     data["tags"] = list(data.get("tags", []))
     return Message(**data)
+
+
+# --- the journal ----------------------------------------------------------------------------
+
+
+# Filesystems whose files cannot be mapped shared and writable, which SQLite's WAL needs for
+# its -shm index: JFFS2, the flash filesystem under an OpenWrt router's overlay.
+NO_SHARED_MMAP = ("jffs2",)
+MOUNTINFO = "/proc/self/mountinfo"
+
+
+def _fs_type(path: str, mountinfo: str) -> str | None:
+    """The filesystem type of the mount holding ``path`` (the longest mount point above
+    it), from /proc/self/mountinfo's text (proc(5): field 5 the mount point, the type after
+    the " - " separator)."""
+    best, kind = "", None
+    for line in mountinfo.splitlines():
+        left, sep, right = line.partition(" - ")
+        parts = left.split()
+        if not sep or len(parts) < 5 or not right:
+            continue
+        point = parts[4].replace("\\040", " ")
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, right.split()[0]
+    return kind
+
+
+def journal_mode(folder: str | os.PathLike[str], mountinfo: str | None = None) -> str:
+    """WAL, unless the folder is on flash that cannot hold it: then TRUNCATE (a rollback
+    journal, emptied rather than deleted after each write: fewer flash erases than DELETE).
+    An OpenWrt overlay counts as the filesystem under /overlay, its upper layer."""
+    if mountinfo is None:
+        try:
+            with open(MOUNTINFO, encoding="utf-8") as fh:
+                mountinfo = fh.read()
+        except OSError:
+            return "WAL"
+    kind = _fs_type(os.path.realpath(folder), mountinfo)
+    if kind == "overlay":
+        kind = _fs_type("/overlay", mountinfo)
+    return "TRUNCATE" if kind in NO_SHARED_MMAP else "WAL"
 
 
 # --- rows and reports -----------------------------------------------------------------------
@@ -237,7 +279,7 @@ class Outbox:
         if fresh:
             with contextlib.suppress(OSError):
                 os.chmod(self.path, 0o600)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(f"PRAGMA journal_mode={journal_mode(self.state_dir)}")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.execute("PRAGMA busy_timeout=30000")

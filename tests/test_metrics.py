@@ -255,3 +255,64 @@ def test_a_stopped_server_no_longer_answers() -> None:
     server.stop()
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(url, timeout=5)
+
+
+def test_sessions_outside_every_help_window_are_a_gauge(tmp_path: Path) -> None:
+    household = load_household(str(HOUSEHOLD))
+    pipe = Pipeline(signatures(), EventLog(None), household=household)
+    registry, _c = make_registry(pipe)
+    at_alerts: list[dict[str, list[Any]]] = []
+    pipe.on_alert.append(lambda alert: at_alerts.append(scrape(registry)))
+    pipe.feed(open_capture(str(DEMO), ReadStats()))
+    # The demo's AnyDesk session happens outside the laptop's help windows: while it is
+    # live (at its critical alerts) the gauge counts it by tool and device name; once it
+    # has gone idle, not any more.
+    assert pipe.alert_levels.get("critical", 0) >= 1 and at_alerts
+    for samples in at_alerts:
+        assert value(samples, "netwatch_sessions_outside_window", tool="anydesk",
+                     device="laptop") == 1
+    assert "netwatch_sessions_outside_window" not in scrape(registry)
+
+
+def test_a_session_inside_a_help_window_is_not_counted_outside(tmp_path: Path) -> None:
+    pipe = demo_pipeline(tmp_path)
+    assert pipe.policy is not None
+    registry, _c = make_registry(pipe)
+    [view] = pipe.policy.sessions.values()
+    view.state = "active"
+    view.in_window = False
+    assert value(scrape(registry), "netwatch_sessions_outside_window", tool="anydesk",
+                 device="laptop") == 1
+    view.in_window = True  # as the policy judges a session in a window
+    assert "netwatch_sessions_outside_window" not in scrape(registry)
+
+
+def test_the_text_without_prometheus_client_is_the_same(demo: Any, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from netwatch import metrics, promtext
+
+    pipe, _samples = demo
+    args = {"state_dir": tmp_path, "blocks_active": lambda: 2, "clock": lambda: 1.7966e9}
+    registry, _c = make_registry(pipe, **args)
+    theirs = generate_latest(registry).decode()
+    for name in ("CounterMetricFamily", "GaugeMetricFamily", "InfoMetricFamily",
+                 "CollectorRegistry"):
+        monkeypatch.setattr(metrics, name, getattr(promtext, name))
+    ours, _c = make_registry(pipe, **args)
+    assert isinstance(ours, promtext.CollectorRegistry)
+    assert promtext.generate_latest(ours).decode() == theirs
+
+
+def test_the_metrics_file_for_a_node_exporter(demo: Any, tmp_path: Path) -> None:
+    from netwatch.metrics import TextfileWriter
+
+    pipe, _samples = demo
+    registry, _c = make_registry(pipe)
+    path = tmp_path / "netwatch.prom"
+    writer = TextfileWriter(registry, path, every_s=15)
+    assert writer.due(100.0)
+    writer.write(100.0)
+    assert not writer.due(110.0) and writer.due(115.0)
+    text = path.read_text()
+    assert f'netwatch_packets_total{{source="af_packet"}} {float(pipe.c.packets)}' in text
+    assert [p.name for p in tmp_path.iterdir()] == ["netwatch.prom"]  # no temporary left
