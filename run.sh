@@ -96,7 +96,7 @@ case "${1:-}" in
     as_root .venv/bin/python benchmarks/nflog_live.py "${@:2}"
     ;;
   faults)
-    # The alert fault loops at full size (tests/test_fault_loops.py; about 12 minutes):
+    # The alert fault loops at full size (tests/test_fault_loops.py; about 8 minutes):
     # 200 iterations of kill -9 at random points of replay --notify and alert deliver, and
     # 10 cycles of each receiver fault (down, slow, dripping, answering 500) then recovery.
     # NETWATCH_FAULT_KILLS, NETWATCH_FAULT_CYCLES and NETWATCH_FAULT_SEED change the sizes.
