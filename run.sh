@@ -3,6 +3,8 @@
 #   bash run.sh demo   install netwatch in .venv and replay the bundled demo capture
 #   bash run.sh test   install netwatch, its test tools and tshark, then run every test
 #   bash run.sh bench  the full benchmark on the 1M-packet home mix (minutes, not in CI)
+#   bash run.sh faults alert delivery under faults: receivers down, slow, dripping or
+#                      answering 500, kill -9 of replay --notify and alert deliver (minutes)
 #   bash run.sh live-bench [--long]  netwatch run in network namespaces: live throughput
 #                      against ndpiReader, time to alert, memory (minutes, not in CI)
 # Installs with apt-get (as root, or through sudo) and pip into .venv; safe to run again.
@@ -95,8 +97,18 @@ case "${1:-}" in
     venv ""
     as_root .venv/bin/python benchmarks/nflog_live.py "${@:2}"
     ;;
+  faults)
+    # The alert fault loops at full size (tests/test_fault_loops.py; about 8 minutes):
+    # 200 iterations of kill -9 at random points of replay --notify and alert deliver, and
+    # 10 cycles of each receiver fault (down, slow, dripping, answering 500) then recovery.
+    # NETWATCH_FAULT_KILLS, NETWATCH_FAULT_CYCLES and NETWATCH_FAULT_SEED change the sizes.
+    venv "[test]"
+    exec env NETWATCH_FAULT_KILLS="${NETWATCH_FAULT_KILLS:-200}" \
+      NETWATCH_FAULT_CYCLES="${NETWATCH_FAULT_CYCLES:-10}" \
+      .venv/bin/python -m pytest -q -s -p no:cacheprovider tests/test_fault_loops.py
+    ;;
   *)
-    echo "usage: bash run.sh demo|test|bench|bench-nflog|live-bench" >&2
+    echo "usage: bash run.sh demo|test|bench|bench-nflog|live-bench|faults" >&2
     exit 64
     ;;
 esac

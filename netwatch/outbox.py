@@ -15,6 +15,12 @@ is sent again after the restart. The second copy carries the same identity as th
 duplicate. A row sent while it was in flight when the previous process died is listed in
 ``DeliveryReport.resent``.
 
+**Once per alert.** A message handed over again — ``replay --notify`` run a second time over
+the same capture after a crash, the same alert for the same address — is not queued again
+(the ``queued`` table keeps a digest of each message's conversation, alert, time and words,
+links left out, per address, as long as its row is kept): queued twice, it would reach the
+carer twice under two ids, or push an older state over a newer one.
+
 **One conversation per session and carer**, not a hundred messages:
 
 - a message whose ``key`` already has a pending row for the same target replaces that
@@ -55,6 +61,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -94,6 +101,17 @@ def message_to_json(message: Any) -> str:
     """A message (``netwatch.messages.Message``, or a dataclass with its fields) as JSON."""
     data = dataclasses.asdict(message)
     return json.dumps(data, ensure_ascii=False, sort_keys=True)
+
+
+def message_digest(message: Any) -> str:
+    """What makes a message the same one again: its conversation, alert, time and words,
+    without its action links (their tokens carry a fresh nonce each time they are made)."""
+    body = message.body
+    for action in message.actions:
+        body = body.replace(action.url, "")
+    text = json.dumps([message.key, message.alert_id, message.created, message.severity,
+                       message.title, body], ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def message_from_json(text: str) -> Message:
@@ -251,6 +269,13 @@ CREATE TABLE IF NOT EXISTS deliveries (
     sent_at  REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS deliveries_row ON deliveries (row_id);
+CREATE TABLE IF NOT EXISTS queued (
+    digest TEXT NOT NULL,
+    target TEXT NOT NULL,
+    row_id INTEGER NOT NULL REFERENCES outbox (id) ON DELETE CASCADE,
+    PRIMARY KEY (digest, target)
+);
+CREATE INDEX IF NOT EXISTS queued_row ON queued (row_id);
 CREATE INDEX IF NOT EXISTS deliveries_time ON deliveries (sent_at);
 """
 
@@ -345,6 +370,7 @@ class Outbox:
             raise ValueError(f"unknown severity {message.severity!r}: "
                              f"one of {', '.join(SEVERITY_RANK)}")
         text = message_to_json(message)
+        digest = message_digest(message)
         ids: list[int] = []
         seen: set[str] = set()
         with self._tx():
@@ -352,34 +378,51 @@ class Outbox:
                 if target in seen:
                     continue
                 seen.add(target)
-                row = self.db.execute(
-                    "SELECT id, severity, hold FROM outbox WHERE key = ? AND target = ? "
-                    "AND status = 'pending' ORDER BY id DESC LIMIT 1",
-                    (message.key, target)).fetchone()
-                if row is None:
-                    cur = self.db.execute(
-                        "INSERT INTO outbox (key, target, alert_id, severity, message, "
-                        "created, updated, next_try) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
-                        (message.key, target, message.alert_id, message.severity, text,
-                         message.created, message.created))
-                    assert cur.lastrowid is not None
-                    ids.append(cur.lastrowid)
-                    log.debug("outbox: row %d queued for %s (%s)", cur.lastrowid,
-                              mask_url(target), message.key)
-                    continue
-                # The carer gets the newest state once: replace the waiting content. A row
-                # held by a rate limit is looked at again in the next pass (the new content
-                # may be more severe); a row waiting for a retry keeps its backoff.
-                self.db.execute(
-                    "UPDATE outbox SET alert_id = ?, severity = ?, message = ?, "
-                    "revision = revision + 1, updated = ?, "
-                    "next_try = CASE WHEN hold = 'retry' THEN next_try ELSE 0 END "
-                    "WHERE id = ?",
-                    (message.alert_id, message.severity, text, message.created, row["id"]))
-                ids.append(int(row["id"]))
-                log.debug("outbox: row %d updated for %s (%s)", row["id"], mask_url(target),
-                          message.key)
+                ids.append(self._enqueue_one(message, text, digest, target))
         return ids
+
+    def _enqueue_one(self, message: Any, text: str, digest: str, target: str) -> int:
+        """One target's row for ``message``, inside ``enqueue``'s transaction."""
+        # Queued before (a replay run again after a crash, an alert handed over twice): not
+        # again. Merging it would send it once more under a new revision's id.
+        again = self.db.execute("SELECT row_id FROM queued WHERE digest = ? AND target = ?",
+                                (digest, target)).fetchone()
+        if again is not None:
+            log.debug("outbox: %s for %s queued before (row %d)", message.key,
+                      mask_url(target), again[0])
+            return int(again[0])
+        row_id = self._insert_or_merge(message, text, target)
+        self.db.execute("INSERT INTO queued (digest, target, row_id) VALUES (?, ?, ?)",
+                        (digest, target, row_id))
+        return row_id
+
+    def _insert_or_merge(self, message: Any, text: str, target: str) -> int:
+        row = self.db.execute(
+            "SELECT id, severity, hold FROM outbox WHERE key = ? AND target = ? "
+            "AND status = 'pending' ORDER BY id DESC LIMIT 1",
+            (message.key, target)).fetchone()
+        if row is None:
+            cur = self.db.execute(
+                "INSERT INTO outbox (key, target, alert_id, severity, message, "
+                "created, updated, next_try) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
+                (message.key, target, message.alert_id, message.severity, text,
+                 message.created, message.created))
+            assert cur.lastrowid is not None
+            log.debug("outbox: row %d queued for %s (%s)", cur.lastrowid,
+                      mask_url(target), message.key)
+            return cur.lastrowid
+        # The carer gets the newest state once: replace the waiting content. A row held by
+        # a rate limit is looked at again in the next pass (the new content may be more
+        # severe); a row waiting for a retry keeps its backoff.
+        self.db.execute(
+            "UPDATE outbox SET alert_id = ?, severity = ?, message = ?, "
+            "revision = revision + 1, updated = ?, "
+            "next_try = CASE WHEN hold = 'retry' THEN next_try ELSE 0 END "
+            "WHERE id = ?",
+            (message.alert_id, message.severity, text, message.created, row["id"]))
+        log.debug("outbox: row %d updated for %s (%s)", row["id"], mask_url(target),
+                  message.key)
+        return int(row["id"])
 
     def requeue_failed(self) -> int:
         """Give the rows that ended ``failed`` another round of attempts; returns how many."""

@@ -34,7 +34,8 @@ Duplicates. Delivery is at least once (see netwatch/outbox.py): a message can ar
 when netwatch was stopped between sending and recording it. Every delivery carries the same
 identity both times, so a receiver can drop the second copy: the HTTP header
 ``X-Netwatch-Id`` (ntfy, json) or the ``Message-ID`` (e-mail), plus ``X-Netwatch-Key`` (the
-conversation: one per session and carer).
+conversation: one per session and carer) and ``X-Netwatch-Alert`` (the alert's ``id`` in
+the event log).
 
 A sender returns on success or raises :class:`SendError`. Addresses carry tokens and
 passwords: error texts are scrubbed of every secret part of the address before they leave
@@ -377,10 +378,12 @@ def _basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
-def _common_headers(delivery: DeliveryId) -> dict[str, str]:
+def _common_headers(delivery: DeliveryId, message: Message) -> dict[str, str]:
     return {"Content-Type": "application/json; charset=utf-8",
             "User-Agent": "netwatch",
             "X-Netwatch-Id": delivery.value,
+            # Which alert this is (as in the event log), as the e-mail's header says too.
+            "X-Netwatch-Alert": quote(message.alert_id, safe=":@-._~ "),
             # The key holds the carer's name, which may not be ASCII.
             "X-Netwatch-Key": quote(delivery.key, safe=":@-._~ ")}
 
@@ -433,7 +436,7 @@ def _send_ntfy(url: str, message: Message, delivery: DeliveryId, budget: _Budget
         secure = True
     if not topics:
         raise SendError(f"ntfy {u.masked}: no topic (ntfy://host/topic)")
-    headers = _common_headers(delivery)
+    headers = _common_headers(delivery, message)
     token = u.query.get("token", "")
     if not token and u.user.lower().startswith("tk_") and not u.password:
         token = u.user
@@ -480,7 +483,7 @@ def _send_json(url: str, message: Message, delivery: DeliveryId, budget: _Budget
     u = _parse(url)
     if not u.host:
         raise SendError(f"webhook {u.masked}: no host (json://host/path)")
-    headers = _common_headers(delivery)
+    headers = _common_headers(delivery, message)
     if u.user or u.password:
         headers["Authorization"] = _basic(u.user, u.password)
     passed: list[tuple[str, str]] = []

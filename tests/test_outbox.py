@@ -259,6 +259,29 @@ def test_pending_row_is_replaced_by_the_newest(box: Outbox, ntfy: FakeNtfy) -> N
     assert ntfy.requests[0].netwatch_id.startswith(f"{a[0]}.2@")
 
 
+def test_a_message_queued_again_is_not_sent_again(box: Outbox, ntfy: FakeNtfy) -> None:
+    # A replay run again over the same capture (after a crash, say) hands the same alerts
+    # over once more: they must not reach the carer a second time under a new id, before
+    # or after their first delivery, nor push an older state over a newer one.
+    url = ntfy.url()
+    first, newer = make_message(alert_id="12-1"), make_message(alert_id="12-2", title="v2")
+    [row] = box.enqueue(first, [url])
+    assert box.enqueue(newer, [url]) == [row]
+    again = make_message(alert_id="12-1")
+    again.actions[0].url = "http://192.168.1.2:8787/a/OTHERNONCE"  # links are made afresh
+    assert box.enqueue(again, [url]) == [row]
+    [pending] = box.pending()
+    assert pending.revision == 2 and pending.alert_id == "12-2"
+    box.deliver_due(T0, Senders())
+    assert box.enqueue(first, [url]) == [row] and box.enqueue(newer, [url]) == [row]
+    box.deliver_due(T0 + 600, Senders())
+    assert [r.netwatch_id.split("@")[0] for r in ntfy.requests] == [f"{row}.2"]
+    assert box.pending() == []
+    # Another address, or new words, is a new message.
+    assert box.enqueue(first, [ntfy.url(topic="other")]) != [row]
+    assert len(box.pending()) == 1
+
+
 def test_one_long_session_gives_a_bounded_number_of_messages(box: Outbox,
                                                              ntfy: FakeNtfy) -> None:
     url = target(ntfy)
