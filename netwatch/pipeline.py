@@ -946,8 +946,10 @@ class Pipeline:
             timer.add("events", time.perf_counter() - t0)
 
     def _alerts(self, alerts: list[dict[str, Any]]) -> None:
-        """The policy's alert events: logged (at once, live), kept for the summary and the
-        metrics, handed to the hooks."""
+        """The policy's alert events: handed to the hooks (the notifier queues it in the
+        outbox, on disk), then logged (at once, live), kept for the summary and the metrics.
+        Queued first: a crash between the two leaves an alert that is sent but not logged,
+        never one that is logged and never sent."""
         for alert in alerts:
             if self.in_iface is not None:
                 alert["in_iface"] = self.in_iface
@@ -958,14 +960,14 @@ class Pipeline:
                 # Acted on before the alert is written and sent: it says whether the block
                 # worked.
                 self._blocks(self.blocker.act_on_alert(alert, self.now))
+            for hook in self.on_alert:
+                hook(alert)
             self.log.write(alert)
             self.log.flush_now()
             self.c.events += 1
             level = alert["alert"]["level"]
             self.alert_levels[level] = self.alert_levels.get(level, 0) + 1
             self.alerts.append(alert)
-            for hook in self.on_alert:
-                hook(alert)
 
     def _add_device(self, ev: dict[str, Any], a: bytes, b: bytes | None) -> None:
         """The envelope's ``device`` when the household knows the LAN side."""
