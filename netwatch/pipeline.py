@@ -7,7 +7,6 @@ the flow, count. Everything else happens only for a flow's first packets.
 
 from __future__ import annotations
 
-import socket
 import struct
 import time
 from collections.abc import Callable, Iterable
@@ -15,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import decode as dec
-from .addresses import ip_bytes, is_lan_address
+from .addresses import ip_bytes, ip_text, is_lan_address
 from .eventlog import COMMUNITY_ID_SEED, EventLog, iso_timestamp
 from .flows import (
     INSPECT_BYTES,
@@ -123,10 +122,6 @@ def fast_path(tcp: FlowTable, udp: FlowTable) -> Callable[[bytes, int, int, int,
         return True
 
     return count
-
-
-def ip_text(raw: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
 
 
 @dataclass

@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .addresses import Prefixes, in_prefixes, prefixes
+
 ROLES = ("session", "relay", "rendezvous", "download", "dns", "scan", "unknown", "web")
 # Roles a name may have that make a detection. "web" marks a vendor's own website or API: it
 # is listed so users can see it, but visiting it is not remote access.
@@ -137,6 +139,10 @@ class NetworkRule:
     role: str
     requires: str  # the payload shape that must come with the address: "tls-records"
     source: str
+    prefixes: Prefixes = field(init=False)  # the networks for raw-address checks
+
+    def __post_init__(self) -> None:
+        self.prefixes = prefixes(self.networks)
 
 
 @dataclass(slots=True)
@@ -669,12 +675,11 @@ class SignatureSet:
                     return proto, role, tool
         return None
 
-    def match_network(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address
-                      ) -> NetworkRule | None:
+    def match_network(self, raw: bytes) -> NetworkRule | None:
+        """The first address rule whose networks hold the raw address ``raw``."""
         for rule in self.networks:
-            for net in rule.networks:
-                if ip.version == net.version and ip in net:
-                    return rule
+            if in_prefixes(raw, rule.prefixes):
+                return rule
         return None
 
 
