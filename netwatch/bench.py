@@ -169,7 +169,7 @@ def _walk_records(pcap: Path) -> int:
     """Read the file as the hot loop does, doing nothing with the packets."""
     src = open_source(str(pcap), ReadStats())
     if not isinstance(src, PcapFile):
-        return sum(1 for _ in src)
+        return sum(1 for _ in src.frames())
     unpack, buf, pos, n, count = src.record.unpack_from, b"", 0, 0, 0
     while True:
         if n - pos < 16:
