@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import tempfile
 from typing import Any
 
 import click
@@ -293,8 +291,8 @@ def signatures_test(tools: tuple[str, ...], examples_dir: str | None, sig_dir: s
 @click.option("--truth", type=click.Path(exists=True, dir_okay=False),
               help="Its truth file (FLOWS.tsv columns), to check the sessions were found.")
 @click.option("--runs", default=3, show_default=True, help="Paired runs (medians reported).")
-@click.option("--workdir", default=os.path.join(tempfile.gettempdir(), "netwatch-bench"),
-              show_default=True, help="Where the generated mix is kept between calls.")
+@click.option("--workdir", help="Where the generated mix is kept between calls "
+              "[default: netwatch-bench in the temporary folder].")
 @click.option("--no-peer", is_flag=True, help="Do not run ndpiReader.")
 @click.option("--no-stages", is_flag=True, help="Skip the per-stage and memory measurements.")
 @click.option("--no-nflog", is_flag=True, help="Skip the nflog-mode share.")
@@ -305,12 +303,17 @@ def signatures_test(tools: tuple[str, ...], examples_dir: str | None, sig_dir: s
 @click.option("--guard", "guard_file", type=click.Path(exists=True, dir_okay=False),
               help="Exit 1 if the speed ratio is below half the one recorded in this file.")
 def bench(packets: int, seed: int, pcap: str | None, truth: str | None, runs: int,
-          workdir: str, no_peer: bool, no_stages: bool, no_nflog: bool,
+          workdir: str | None, no_peer: bool, no_stages: bool, no_nflog: bool,
           json_out: str | None, record: str | None, guard_file: str | None) -> None:
     """Time the replay pipeline on the home mix against ndpiReader, in one call."""
+    import subprocess
+    import tempfile
     from pathlib import Path
 
     from . import bench as b
+
+    if workdir is None:
+        workdir = os.path.join(tempfile.gettempdir(), "netwatch-bench")
 
     mix_truth: Path | None
     if pcap is None:

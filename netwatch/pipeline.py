@@ -11,7 +11,7 @@ import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import decode as dec
 from .addresses import ip_bytes, ip_text, is_lan_address
@@ -28,7 +28,6 @@ from .flows import (
     Flow,
 )
 from .names import DnsError, NameCache, parse_response
-from .policy import Policy, display_names
 from .recognisers import GIVE_UP, Detection, Evidence, Recogniser, load_all
 from .recognisers.proxy import NOT_PROXIED, Opening, parse_opening
 from .sessions import SessionTracker, Thresholds, thresholds_from
@@ -43,8 +42,10 @@ from .sources.capture import (
     ReadStats,
     open_source,
 )
-from .sources.conntrack import Conn
-from .sources.dnslog import DnsLookup
+
+if TYPE_CHECKING:  # a replay needs neither source's module, nor the policy without a household
+    from .sources.conntrack import Conn
+    from .sources.dnslog import DnsLookup
 
 DNS_PORT = 53
 SERVER_ROLES = ("relay", "rendezvous")
@@ -212,6 +213,8 @@ class Pipeline:
         if thresholds is None and household is not None and household.sessions:
             thresholds = thresholds_from(household.sessions)
         self.sessions = SessionTracker(self._session_event, thresholds)
+        if household is not None:
+            from .policy import Policy, display_names
         self.policy = (Policy(household, display_names(
             {t: s.name for t, s in signatures.by_tool.items()}))
             if household is not None else None)
@@ -330,6 +333,8 @@ class Pipeline:
 
         Flows being inspected keep the recognisers they were given; new flows get the new
         ones. The policy keeps what it has said about each session."""
+        from .policy import Policy, display_names
+
         if signatures is not None:
             self.sigs = signatures
             self._load_recognisers([r.name for r in self.recognisers])
