@@ -426,8 +426,7 @@ class Pipeline:
         as ``feed_pcap`` walks classic records (one unpack per packet, the same fast path).
         Every other block (section and interface headers, simple and obsolete packet
         blocks, statistics) goes to ``src.walk``, which keeps the section's byte order and
-        interfaces; its frames take the full path. The frames ``walk`` hands over are
-        counted by the reader itself (``st.packets``) and by ``_frame``'s callers here."""
+        interfaces; its frames take the full path."""
         frame_ = self._frame
         fast = self._fast
         ethernet = dec.LINKTYPE_ETHERNET
@@ -438,14 +437,16 @@ class Pipeline:
         next_sweep = self._next_sweep
         unpack_epb = src.epb.unpack_from
         ifaces = src.ifaces
+        nif = len(ifaces)
+        fields, overhead = EPB_FIELDS, EPB_OVERHEAD
         try:
             while True:
-                if n - pos < EPB_FIELDS:
-                    more = src.refill(buf, pos, EPB_FIELDS)
+                if n - pos < fields:
+                    more = src.refill(buf, pos, fields)
                     if more is None:
                         break
                     buf, pos, n = more, 0, len(more)
-                    if n < EPB_FIELDS:
+                    if n < fields:
                         # The file's last bytes: too few for a packet block's fields.
                         for fts, lt, frame, wire in src.walk(buf, 0, n):
                             packets, nbytes, captured = packets + 1, nbytes + wire, \
@@ -455,7 +456,7 @@ class Pipeline:
                         src.ended(buf, src.left)
                         break
                 btype, blen, iface, hi, lo, incl, wire = unpack_epb(buf, pos)
-                if btype != 6 or blen & 3 or incl + EPB_OVERHEAD > blen:
+                if btype != 6 or blen & 3 or incl + overhead > blen:
                     # Any other block, one at a time through the reader's own walk.
                     for fts, lt, frame, fwire in src.walk(buf, pos, n, 1):
                         packets, nbytes, captured = packets + 1, nbytes + fwire, \
@@ -477,6 +478,7 @@ class Pipeline:
                     # interfaces.
                     unpack_epb = src.epb.unpack_from
                     ifaces = src.ifaces
+                    nif = len(ifaces)
                     continue
                 end = pos + blen
                 if end > n:
@@ -489,8 +491,9 @@ class Pipeline:
                         break
                     buf, pos, n = more, 0, len(more)
                     continue
+                o = pos + fields
                 pos = end
-                if iface >= len(ifaces):
+                if iface >= nif:
                     continue  # a packet of an interface never described: not readable
                 lt, unit = ifaces[iface]
                 packets += 1
@@ -499,7 +502,6 @@ class Pipeline:
                 nbytes += wire
                 captured += incl
                 ts = ((hi << 32) | lo) * unit
-                o = end - blen + EPB_FIELDS
                 if lt == ethernet and ts < next_sweep and fast(buf, o, incl, wire, ts):
                     counted += 1
                     continue
