@@ -287,8 +287,8 @@ class Pipeline:
 
     def feed(self, frames: Iterable[LiveFrame]) -> None:
         """Frames one by one, ``(ts, linktype, frame, wire_len)``: a live source's batch,
-        pcapng. The same fast path as ``feed_pcap`` (a decided flow's Ethernet frame is
-        counted in place), the full path for the rest. Volumes are the wire's
+        any other iterator of frames. The same fast path as ``feed_pcap`` (a decided flow's
+        Ethernet frame is counted in place), the full path for the rest. Volumes are the wire's
         (``wire_len``), whatever the capture kept of the frame."""
         c = self.c
         fast = self._fast
