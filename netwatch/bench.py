@@ -247,9 +247,11 @@ def first_packets(pcap: Path, out: Path, count: int = STARTUP_PACKETS) -> None:
 
 
 def pcapng_runs(report: Report, pcap: Path, truth: Path | None, runs: int, tmp: Path,
-                peer: bool) -> None:
-    """The mix as pcapng (written once beside it), timed as the classic file is."""
-    ng = pcap.with_suffix(".pcapng")
+                peer: bool, keep: Path | None = None) -> None:
+    """The mix as pcapng, timed as the classic file is. It is written in ``keep`` (the
+    bench's own folder, where it is reused) or else in the call's temporary folder, never
+    beside a capture given by the user."""
+    ng = (keep or tmp) / f"{pcap.stem}.pcapng"
     if not ng.is_file() or ng.stat().st_mtime < pcap.stat().st_mtime:
         write_pcapng(pcap, ng)
     log = tmp / "pcapng.eve.json"
@@ -485,7 +487,10 @@ def nflog_share(report: Report, pcap: Path, truth: Path | None, tmp: Path) -> No
 # ---------------------------------------------------------------- running and printing
 
 def run(pcap: Path, truth: Path | None, runs: int = 3, peer: bool = True, stages: bool = True,
-        nflog: bool = True, pcapng: bool = True, startup: bool = True) -> Report:
+        nflog: bool = True, pcapng: bool = True, startup: bool = True,
+        workdir: Path | None = None) -> Report:
+    """The whole benchmark of ``pcap``; ``workdir`` keeps what is derived from it (the
+    pcapng copy) between calls."""
     sigs = load_dir(known_recognisers=load_all())
     report = Report(str(pcap))
     classic = _is_classic(pcap)
@@ -495,7 +500,7 @@ def run(pcap: Path, truth: Path | None, runs: int = 3, peer: bool = True, stages
         if truth is not None and truth.is_file():
             report.sessions = sessions_found(log, truth)
         if pcapng and classic:
-            pcapng_runs(report, pcap, truth, runs, tmp, peer)
+            pcapng_runs(report, pcap, truth, runs, tmp, peer, workdir)
         if startup and classic:
             startup_runs(report, pcap, runs, tmp, peer)
         if stages:

@@ -329,7 +329,8 @@ def bench(packets: int, seed: int, pcap: str | None, truth: str | None, runs: in
         mix = Path(pcap)
         mix_truth = Path(truth) if truth else None
     report = b.run(mix, mix_truth, runs=runs, peer=not no_peer, stages=not no_stages,
-                   nflog=not no_nflog, pcapng=not no_pcapng, startup=not no_startup)
+                   nflog=not no_nflog, pcapng=not no_pcapng, startup=not no_startup,
+                   workdir=Path(workdir) if pcap is None else None)
     click.echo(b.render(report), nl=False)
     if json_out:
         Path(json_out).write_text(json.dumps(report.as_dict(), indent=2) + "\n",

@@ -94,6 +94,9 @@ def test_bench_command_end_to_end_without_peer(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))
     assert data["packets"] == sum(1 for _ in open_capture(str(VNC)))
     assert data["ratios"] == [] and data["nflog"]["of"] == data["packets"]
+    # The same capture as pcapng, and start-up, are measured and found the session too.
+    assert data["pcapng"]["sessions"] == {"embedded": 1, "found": 1, "missed": []}
+    assert len(data["startup"]["netwatch_s"]) == bench.STARTUP_RUNS
     assert "where the time goes" in res.output
 
 
