@@ -723,8 +723,8 @@ def load_dir(path: str = DEFAULT_DIR, known_recognisers: Iterable[str] = ()) -> 
         gen = os.path.join(path, sub)
         if os.path.isdir(gen):
             files += _toml_files(gen)
-    cache = _DocumentCache(files) if os.path.abspath(path) == os.path.abspath(DEFAULT_DIR) \
-        else None
+    where = _cache_file() if os.path.abspath(path) == os.path.abspath(DEFAULT_DIR) else None
+    cache = _DocumentCache(files, where) if where is not None else None
     sigs: list[Signature] = []
     problems: list[str] = []
     for f in files:
@@ -762,15 +762,16 @@ def load_dir(path: str = DEFAULT_DIR, known_recognisers: Iterable[str] = ()) -> 
 CACHE_FORMAT = 1
 
 
-def _cache_file() -> str:
+def _cache_file() -> str | None:
+    """Where the cache lives; None for a user with no home (a daemon's own user)."""
     base = os.environ.get("NETWATCH_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "netwatch")
-    return os.path.join(base, "signatures.json")
+    return os.path.join(base, "signatures.json") if os.path.isabs(base) else None
 
 
 class _DocumentCache:
-    def __init__(self, files: list[str]):
-        self.path = _cache_file()
+    def __init__(self, files: list[str], path: str):
+        self.path = path
         self.stamps: dict[str, list[int]] = {}
         for f in files:
             try:
