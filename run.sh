@@ -67,8 +67,9 @@ case "${1:-}" in
     .venv/bin/mypy netwatch
     .venv/bin/netwatch signatures check
     .venv/bin/python -m pytest -q -p no:cacheprovider tests
-    # Speed guard: a short paired run against ndpiReader; fails only when netwatch's speed
-    # ratio falls below half the one recorded in benchmarks/ratio.json.
+    # Speed guard: a short paired run against ndpiReader, on the mix as classic pcap and as
+    # pcapng; fails only when either speed ratio falls below half the one recorded in
+    # benchmarks/ratio.json.
     if [ -f ../shared/bench/make_home_mix.py ] || [ -n "${NETWATCH_SHARED:-}" ]; then
       exec .venv/bin/netwatch bench --packets 100000 --runs 3 --no-stages --no-nflog \
         --guard benchmarks/ratio.json
@@ -76,7 +77,8 @@ case "${1:-}" in
     echo "run.sh: speed guard skipped: the home-mix generator (../shared/bench) is not here"
     ;;
   bench)
-    # The full benchmark: the 1M-packet home mix, 3 paired runs, stages, nflog share.
+    # The full benchmark: the 1M-packet home mix (classic pcap and pcapng), 3 paired runs,
+    # start-up, stages, nflog share.
     apt_install libndpi-bin
     venv ""
     exec .venv/bin/netwatch bench --packets 1000000 --runs 3 "${@:2}"

@@ -1,8 +1,19 @@
-"""Which addresses belong to the home network (the LAN side of the router)."""
+"""Which addresses belong to the home network (the LAN side of the router).
+
+The checks work on the raw address bytes as they sit in a packet (4 bytes for IPv4, 16 for
+IPv6): a network is kept as an integer and a mask, so a check is a few integer operations
+rather than building an ``ipaddress`` object per call (the checks run on every TLS flow
+inspected and every session)."""
 
 from __future__ import annotations
 
 import ipaddress
+import socket
+from collections.abc import Iterable
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Networks by the length of their raw addresses (4 or 16): (network as an integer, mask).
+Prefixes = dict[int, tuple[tuple[int, int], ...]]
 
 # RFC 1918 private IPv4, RFC 6598 shared (carrier-grade NAT) space, link-local (RFC 3927,
 # RFC 4291), loopback, and IPv6 unique-local (RFC 4193). Python's ``is_private`` also
@@ -13,10 +24,37 @@ LAN_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
 ))
 
 
+def prefixes(networks: Iterable[Network]) -> Prefixes:
+    """The networks as integer prefixes, grouped by address length, for ``in_prefixes``."""
+    out: dict[int, list[tuple[int, int]]] = {4: [], 16: []}
+    for n in networks:
+        out[4 if n.version == 4 else 16].append((int(n.network_address), int(n.netmask)))
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def in_prefixes(raw: bytes, table: Prefixes) -> bool:
+    """Whether the raw address ``raw`` is inside one of ``table``'s networks (an address of
+    another length than 4 or 16 bytes is in none)."""
+    nets = table.get(len(raw))
+    if not nets:
+        return False
+    v = int.from_bytes(raw, "big")
+    for net, mask in nets:
+        if v & mask == net:
+            return True
+    return False
+
+
+_LAN = prefixes(LAN_NETWORKS)
+
+
 def is_lan_address(raw: bytes) -> bool:
-    addr = ipaddress.ip_address(raw)
-    return any(addr.version == n.version and addr in n for n in LAN_NETWORKS)
+    return in_prefixes(raw, _LAN)
 
 
 def ip_bytes(text: str) -> bytes:
     return ipaddress.ip_address(text).packed
+
+
+def ip_text(raw: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)

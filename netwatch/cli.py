@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import tempfile
 from typing import Any
 
 import click
@@ -305,11 +303,13 @@ def signatures_test(tools: tuple[str, ...], examples_dir: str | None, sig_dir: s
 @click.option("--truth", type=click.Path(exists=True, dir_okay=False),
               help="Its truth file (FLOWS.tsv columns), to check the sessions were found.")
 @click.option("--runs", default=3, show_default=True, help="Paired runs (medians reported).")
-@click.option("--workdir", default=os.path.join(tempfile.gettempdir(), "netwatch-bench"),
-              show_default=True, help="Where the generated mix is kept between calls.")
+@click.option("--workdir", help="Where the generated mix is kept between calls "
+              "[default: netwatch-bench in the temporary folder].")
 @click.option("--no-peer", is_flag=True, help="Do not run ndpiReader.")
 @click.option("--no-stages", is_flag=True, help="Skip the per-stage and memory measurements.")
 @click.option("--no-nflog", is_flag=True, help="Skip the nflog-mode share.")
+@click.option("--no-pcapng", is_flag=True, help="Skip the same mix rewritten as pcapng.")
+@click.option("--no-startup", is_flag=True, help="Skip the start-up timing.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False),
               help="Also write the figures as JSON.")
 @click.option("--record", type=click.Path(dir_okay=False),
@@ -317,12 +317,18 @@ def signatures_test(tools: tuple[str, ...], examples_dir: str | None, sig_dir: s
 @click.option("--guard", "guard_file", type=click.Path(exists=True, dir_okay=False),
               help="Exit 1 if the speed ratio is below half the one recorded in this file.")
 def bench(packets: int, seed: int, pcap: str | None, truth: str | None, runs: int,
-          workdir: str, no_peer: bool, no_stages: bool, no_nflog: bool,
-          json_out: str | None, record: str | None, guard_file: str | None) -> None:
+          workdir: str | None, no_peer: bool, no_stages: bool, no_nflog: bool,
+          no_pcapng: bool, no_startup: bool, json_out: str | None, record: str | None,
+          guard_file: str | None) -> None:
     """Time the replay pipeline on the home mix against ndpiReader, in one call."""
+    import subprocess
+    import tempfile
     from pathlib import Path
 
     from . import bench as b
+
+    if workdir is None:
+        workdir = os.path.join(tempfile.gettempdir(), "netwatch-bench")
 
     mix_truth: Path | None
     if pcap is None:
@@ -335,18 +341,22 @@ def bench(packets: int, seed: int, pcap: str | None, truth: str | None, runs: in
         mix = Path(pcap)
         mix_truth = Path(truth) if truth else None
     report = b.run(mix, mix_truth, runs=runs, peer=not no_peer, stages=not no_stages,
-                   nflog=not no_nflog)
+                   nflog=not no_nflog, pcapng=not no_pcapng, startup=not no_startup,
+                   workdir=Path(workdir) if pcap is None else None)
     click.echo(b.render(report), nl=False)
     if json_out:
         Path(json_out).write_text(json.dumps(report.as_dict(), indent=2) + "\n",
                                   encoding="utf-8")
     if record:
         Path(record).write_text(json.dumps({
-            "speed_ratio": round(report.speed_ratio, 3), "packets": report.packets or packets,
-            "peer": "ndpiReader", "runs": runs,
-            "note": "netwatch replay packets/s over ndpiReader's, median of paired runs",
+            "speed_ratio": round(report.speed_ratio, 3),
+            "pcapng_speed_ratio": round(report.pcapng_speed_ratio, 3),
+            "packets": report.packets or packets, "peer": "ndpiReader", "runs": runs,
+            "note": "netwatch replay packets/s over ndpiReader's on the same file (classic "
+                    "pcap; the same mix as pcapng), median of paired runs",
         }, indent=2) + "\n", encoding="utf-8")
-    failed = bool(report.sessions and report.sessions["found"] < report.sessions["embedded"])
+    found = [s for s in (report.sessions, report.pcapng.get("sessions")) if s]
+    failed = any(s["found"] < s["embedded"] for s in found)
     if failed:
         click.echo("not every embedded session was found", err=True)
     if guard_file:
@@ -655,7 +665,7 @@ def control_log(state_dir: str, fmt: str) -> None:
     if not records:
         click.echo("no actions recorded")
         return
-    from .messages import shown
+    from .shown import shown
 
     for r in records:
         d = r.as_dict()

@@ -57,8 +57,8 @@ from urllib.parse import unquote, urlsplit
 
 from .actions import LANGUAGES, ActionRefused, ActionRequest, peek_lang, token_ref, verify
 from .eventlog import eve_line, iso_timestamp
-from .messages import shown
 from .outbox import journal_mode
+from .shown import shown
 
 log = logging.getLogger("netwatch.control")
 

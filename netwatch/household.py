@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 from yaml.nodes import Node
 
-from .messages import shown
+from .shown import shown
 
 LANGUAGES = ("en", "nl", "fr", "de")
 COUNTRIES = ("be", "nl", "fr", "de", "uk")

@@ -7,15 +7,14 @@ the flow, count. Everything else happens only for a flow's first packets.
 
 from __future__ import annotations
 
-import socket
 import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import decode as dec
-from .addresses import ip_bytes, is_lan_address
+from .addresses import ip_bytes, ip_text, is_lan_address
 from .eventlog import COMMUNITY_ID_SEED, EventLog, iso_timestamp
 from .flows import (
     INSPECT_BYTES,
@@ -29,14 +28,24 @@ from .flows import (
     Flow,
 )
 from .names import DnsError, NameCache, parse_response
-from .policy import Policy, display_names
 from .recognisers import GIVE_UP, Detection, Evidence, Recogniser, load_all
 from .recognisers.proxy import NOT_PROXIED, Opening, parse_opening
 from .sessions import SessionTracker, Thresholds, thresholds_from
 from .signatures import DETECTING_ROLES, SignatureSet
-from .sources.capture import MAX_RECORD, PcapFile, ReadStats, open_source
-from .sources.conntrack import Conn
-from .sources.dnslog import DnsLookup
+from .sources.capture import (
+    EPB_FIELDS,
+    EPB_OVERHEAD,
+    MAX_BLOCK,
+    MAX_RECORD,
+    PcapFile,
+    PcapngFile,
+    ReadStats,
+    open_source,
+)
+
+if TYPE_CHECKING:  # a replay needs neither source's module, nor the policy without a household
+    from .sources.conntrack import Conn
+    from .sources.dnslog import DnsLookup
 
 DNS_PORT = 53
 SERVER_ROLES = ("relay", "rendezvous")
@@ -125,10 +134,6 @@ def fast_path(tcp: FlowTable, udp: FlowTable) -> Callable[[bytes, int, int, int,
     return count
 
 
-def ip_text(raw: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
-
-
 @dataclass
 class Counters:
     packets: int = 0
@@ -209,6 +214,8 @@ class Pipeline:
             thresholds = thresholds_from(household.sessions)
         self.sessions = SessionTracker(self._session_event, thresholds)
         self.sessions.is_device = self._is_device
+        if household is not None:
+            from .policy import Policy, display_names
         self.policy = (Policy(household, display_names(
             {t: s.name for t, s in signatures.by_tool.items()}))
             if household is not None else None)
@@ -272,7 +279,7 @@ class Pipeline:
         if isinstance(src, PcapFile):
             self.feed_pcap(src)
         else:
-            self.feed(src)
+            self.feed_pcapng(src)
         # Each file is its own stretch of time: its flows end with it.
         self.end_flows()
         self._next_sweep = self._sweep_due = 0.0
@@ -281,8 +288,8 @@ class Pipeline:
 
     def feed(self, frames: Iterable[LiveFrame]) -> None:
         """Frames one by one, ``(ts, linktype, frame, wire_len)``: a live source's batch,
-        pcapng. The same fast path as ``feed_pcap`` (a decided flow's Ethernet frame is
-        counted in place), the full path for the rest. Volumes are the wire's
+        any other iterator of frames. The same fast path as ``feed_pcap`` (a decided flow's
+        Ethernet frame is counted in place), the full path for the rest. Volumes are the wire's
         (``wire_len``), whatever the capture kept of the frame."""
         c = self.c
         fast = self._fast
@@ -333,6 +340,8 @@ class Pipeline:
 
         Flows being inspected keep the recognisers they were given; new flows get the new
         ones. The policy keeps what it has said about each session."""
+        from .policy import Policy, display_names
+
         if signatures is not None:
             self.sigs = signatures
             self._load_recognisers([r.name for r in self.recognisers])
@@ -358,7 +367,6 @@ class Pipeline:
         counted and the loop moves on without decoding anything. Every other packet takes
         the full path (``_frame``). The per-packet test is ``fast_path``, shared with
         ``feed``."""
-        c = self.c
         unpack_rec = src.record.unpack_from
         scale, linktype = src.scale, src.linktype
         ethernet = linktype == dec.LINKTYPE_ETHERNET
@@ -404,15 +412,112 @@ class Pipeline:
                 next_sweep = self._next_sweep
         finally:
             src.close()
-            if packets:
-                self.last_packet_ts = ts
-                if ts > self.now:
-                    self.now = ts  # the clock is the last packet's, whichever path it took
             src.st.packets += packets
-            c.packets += packets
-            c.bytes += nbytes
-            c.captured_bytes += captured
-            c.ip_packets += counted
+            self._counted(packets, nbytes, captured, counted, ts)
+
+    def _counted(self, packets: int, nbytes: int, captured: int, counted: int,
+                 ts: float) -> None:
+        """What a hot loop counted locally, added to the counters at its end."""
+        c = self.c
+        if packets:
+            self.last_packet_ts = ts
+            if ts > self.now:
+                self.now = ts  # the clock is the last packet's, whichever path it took
+        c.packets += packets
+        c.bytes += nbytes
+        c.captured_bytes += captured
+        c.ip_packets += counted
+
+    def feed_pcapng(self, src: PcapngFile) -> None:
+        """The hot loop for pcapng: walk the Enhanced Packet Blocks of each chunk in place,
+        as ``feed_pcap`` walks classic records (one unpack per packet, the same fast path).
+        Every other block (section and interface headers, simple and obsolete packet
+        blocks, statistics) goes to ``src.walk``, which keeps the section's byte order and
+        interfaces; its frames take the full path."""
+        frame_ = self._frame
+        fast = self._fast
+        ethernet = dec.LINKTYPE_ETHERNET
+        max_record = MAX_RECORD
+        buf, pos, n = b"", 0, 0
+        packets = nbytes = captured = counted = 0
+        ts = 0.0
+        next_sweep = self._next_sweep
+        unpack_epb = src.epb.unpack_from
+        ifaces = src.ifaces
+        nif = len(ifaces)
+        fields, overhead = EPB_FIELDS, EPB_OVERHEAD
+        try:
+            while True:
+                if n - pos < fields:
+                    more = src.refill(buf, pos, fields)
+                    if more is None:
+                        break
+                    buf, pos, n = more, 0, len(more)
+                    if n < fields:
+                        # The file's last bytes: too few for a packet block's fields.
+                        for fts, lt, frame, wire in src.walk(buf, 0, n):
+                            packets, nbytes, captured = packets + 1, nbytes + wire, \
+                                captured + len(frame)
+                            ts = fts
+                            frame_(fts, lt, frame, wire)
+                        src.ended(buf, src.left)
+                        break
+                btype, blen, iface, hi, lo, incl, wire = unpack_epb(buf, pos)
+                if btype != 6 or blen & 3 or incl + overhead > blen:
+                    # Any other block, one at a time through the reader's own walk.
+                    for fts, lt, frame, fwire in src.walk(buf, pos, n, 1):
+                        packets, nbytes, captured = packets + 1, nbytes + fwire, \
+                            captured + len(frame)
+                        ts = fts
+                        frame_(fts, lt, frame, fwire)
+                        next_sweep = self._next_sweep
+                    if src.broken:
+                        break
+                    if src.left == pos:  # not wholly in this chunk
+                        more = src.refill(buf, pos, src.need)
+                        if more is None or len(more) < src.need:
+                            src.ended(more or b"", 0)
+                            break
+                        buf, pos, n = more, 0, len(more)
+                        continue
+                    pos = src.left
+                    # A section header may change the byte order and starts a new list of
+                    # interfaces.
+                    unpack_epb = src.epb.unpack_from
+                    ifaces = src.ifaces
+                    nif = len(ifaces)
+                    continue
+                end = pos + blen
+                if end > n:
+                    if blen > MAX_BLOCK:
+                        src.cut(f"block of impossible length {blen}; rest of file skipped")
+                        break
+                    more = src.refill(buf, pos, blen)
+                    if more is None or len(more) < blen:
+                        src.ended(more or b"", 0)
+                        break
+                    buf, pos, n = more, 0, len(more)
+                    continue
+                o = pos + fields
+                pos = end
+                if iface >= nif:
+                    continue  # a packet of an interface never described: not readable
+                lt, unit = ifaces[iface]
+                packets += 1
+                if not incl <= wire <= max_record:
+                    wire = incl
+                nbytes += wire
+                captured += incl
+                ts = ((hi << 32) | lo) * unit
+                if lt == ethernet and ts < next_sweep and fast(buf, o, incl, wire, ts):
+                    counted += 1
+                    continue
+                frame_(ts, lt, buf[o:o + incl], wire)
+                next_sweep = self._next_sweep
+        finally:
+            src.close()
+            src.st.packets += packets
+            self._counted(packets, nbytes, captured, counted, ts)
 
     def _frame(self, ts: float, linktype: int, frame: bytes, wire: int) -> None:
         """The full path for one frame: decode, find the flow, count (``wire`` bytes, its

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .addresses import ip_bytes, is_lan_address
-from .messages import shown
 from .pipeline import Finding, Result
+from .shown import shown
 
 ROLE_WORDS = {
     "session": "remote-control session",

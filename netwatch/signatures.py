@@ -8,14 +8,17 @@ user editing a file sees at once what is wrong.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import json
 import os
 import re
 import sys
-import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from .addresses import Prefixes, in_prefixes, prefixes
 
 ROLES = ("session", "relay", "rendezvous", "download", "dns", "scan", "unknown", "web")
 # Roles a name may have that make a detection. "web" marks a vendor's own website or API: it
@@ -137,6 +140,10 @@ class NetworkRule:
     role: str
     requires: str  # the payload shape that must come with the address: "tls-records"
     source: str
+    prefixes: Prefixes = field(init=False)  # the networks for raw-address checks
+
+    def __post_init__(self) -> None:
+        self.prefixes = prefixes(self.networks)
 
 
 @dataclass(slots=True)
@@ -358,8 +365,9 @@ TABLE_KEYS = {
 }
 
 
-def load_file(path: str, known_recognisers: Iterable[str] = ()) -> Signature:
-    """Load and validate one signature file; raise SignatureError listing every problem."""
+def read_document(path: str) -> tuple[str, dict[str, Any]]:
+    """A signature file's text and its parsed TOML; SignatureError if it has neither."""
+    import tomllib  # not needed when every document comes from the cache
     try:
         with open(path, "rb") as fh:
             raw = fh.read()
@@ -367,10 +375,28 @@ def load_file(path: str, known_recognisers: Iterable[str] = ()) -> Signature:
     except (OSError, UnicodeDecodeError) as e:
         raise SignatureError([f"{path}:1: cannot read: {e}"]) from None
     try:
-        doc = tomllib.loads(text)
+        return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         m = re.search(r"line (\d+)", str(e))
         raise SignatureError([f"{path}:{m.group(1) if m else 1}: TOML syntax: {e}"]) from None
+
+
+def load_file(path: str, known_recognisers: Iterable[str] = (),
+              doc: dict[str, Any] | None = None) -> Signature:
+    """Load and validate one signature file; raise SignatureError listing every problem.
+    ``doc`` is the file's document already parsed (from the cache of ``load_dir``): a
+    problem found in it is reported from the file itself, with its line numbers."""
+    if doc is not None:
+        try:
+            return _validated(path, "", doc, known_recognisers)
+        except SignatureError:
+            pass  # reported from the file itself below, with line numbers
+    text, parsed = read_document(path)
+    return _validated(path, text, parsed, known_recognisers)
+
+
+def _validated(path: str, text: str, doc: dict[str, Any],
+               known_recognisers: Iterable[str]) -> Signature:
     ck = _Checker(path, text)
     for k in doc:
         if k not in TOP_KEYS:
@@ -669,12 +695,11 @@ class SignatureSet:
                     return proto, role, tool
         return None
 
-    def match_network(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address
-                      ) -> NetworkRule | None:
+    def match_network(self, raw: bytes) -> NetworkRule | None:
+        """The first address rule whose networks hold the raw address ``raw``."""
         for rule in self.networks:
-            for net in rule.networks:
-                if ip.version == net.version and ip in net:
-                    return rule
+            if in_prefixes(raw, rule.prefixes):
+                return rule
         return None
 
 
@@ -698,15 +723,28 @@ def load_dir(path: str = DEFAULT_DIR, known_recognisers: Iterable[str] = ()) -> 
         gen = os.path.join(path, sub)
         if os.path.isdir(gen):
             files += _toml_files(gen)
+    where = _cache_file() if os.path.abspath(path) == os.path.abspath(DEFAULT_DIR) else None
+    cache = _DocumentCache(files, where) if where is not None else None
     sigs: list[Signature] = []
     problems: list[str] = []
     for f in files:
         try:
-            sigs.append(load_file(f, known_recognisers))
+            if cache is None:
+                sigs.append(load_file(f, known_recognisers))
+                continue
+            doc = cache.doc(f)
+            if doc is None:
+                text, doc = read_document(f)
+                sigs.append(_validated(f, text, doc, known_recognisers))
+                cache.add(f, doc)
+            else:
+                sigs.append(load_file(f, known_recognisers, doc))
         except SignatureError as e:
             problems.extend(e.problems)
     if problems:
         raise SignatureError(problems)
+    if cache is not None:
+        cache.save()
     curated = [s for s in sigs if s.curation == "curated"]
     known = {s.tool for s in curated}
     known |= {_alias_key(a) for s in curated for a in (s.name, *s.aliases)}
@@ -714,6 +752,70 @@ def load_dir(path: str = DEFAULT_DIR, known_recognisers: Iterable[str] = ()) -> 
                       and s.tool not in known
                       and not ({_alias_key(a) for a in (s.name, *s.aliases)} & known)]
     return SignatureSet(kept)
+
+
+# The signature files' parsed documents are kept between runs (for the default folder):
+# parsing some 200 TOML files is most of a small replay's start-up, while their documents
+# come back from one JSON file in one read. A file whose size or modification time
+# changed is parsed again; the cache is only ever a copy, so any trouble with it (no home,
+# a read-only disk, a damaged file) just means parsing.
+CACHE_FORMAT = 1
+
+
+def _cache_file() -> str | None:
+    """Where the cache lives; None for a user with no home (a daemon's own user)."""
+    base = os.environ.get("NETWATCH_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "netwatch")
+    return os.path.join(base, "signatures.json") if os.path.isabs(base) else None
+
+
+class _DocumentCache:
+    def __init__(self, files: list[str], path: str):
+        self.path = path
+        self.stamps: dict[str, list[int]] = {}
+        for f in files:
+            try:
+                st = os.stat(f)
+            except OSError:
+                continue  # reported by the parse
+            self.stamps[f] = [st.st_size, st.st_mtime_ns]
+        self.docs: dict[str, Any] = {}
+        self.fresh = False
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                data = json.load(fh)
+            if data.get("format") == CACHE_FORMAT and isinstance(data.get("files"), dict):
+                self.docs = data["files"]
+        except (OSError, ValueError, AttributeError):
+            self.fresh = True
+
+    def doc(self, f: str) -> dict[str, Any] | None:
+        entry = self.docs.get(f)
+        if (isinstance(entry, list) and len(entry) == 3 and entry[:2] == self.stamps.get(f)
+                and isinstance(entry[2], dict)):
+            return entry[2]
+        return None
+
+    def add(self, f: str, doc: dict[str, Any]) -> None:
+        if f in self.stamps:
+            self.docs[f] = [*self.stamps[f], doc]
+            self.fresh = True
+
+    def save(self) -> None:
+        if not self.fresh:
+            return
+        docs = {f: e for f, e in self.docs.items() if f in self.stamps}
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        try:
+            text = json.dumps({"format": CACHE_FORMAT, "files": docs})
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.replace(tmp, self.path)
+        except (OSError, TypeError, ValueError):
+            # TOML dates have no JSON form; a file holding one is parsed every time.
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 def _alias_key(name: str) -> str:

@@ -94,4 +94,30 @@ def test_bench_command_end_to_end_without_peer(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))
     assert data["packets"] == sum(1 for _ in open_capture(str(VNC)))
     assert data["ratios"] == [] and data["nflog"]["of"] == data["packets"]
+    # The same capture as pcapng, and start-up, are measured and found the session too.
+    assert data["pcapng"]["sessions"] == {"embedded": 1, "found": 1, "missed": []}
+    assert len(data["startup"]["netwatch_s"]) == bench.STARTUP_RUNS
     assert "where the time goes" in res.output
+
+
+def test_pcapng_rewrite_reads_back_as_the_same_frames(tmp_path: Path) -> None:
+    ng = tmp_path / "vnc.pcapng"
+    n = bench.write_pcapng(VNC, ng)
+    classic = list(open_capture(str(VNC)))
+    back = list(open_capture(str(ng)))
+    assert n == len(classic) == len(back) > 0
+    assert [(f[1], f[2], f[3]) for f in back] == [(f[1], f[2], f[3]) for f in classic]
+    assert all(abs(a[0] - b[0]) < 1e-6 for a, b in zip(back, classic, strict=True))
+
+
+def test_guard_covers_the_pcapng_ratio_when_recorded(tmp_path: Path) -> None:
+    rec = tmp_path / "ratio.json"
+    rec.write_text(json.dumps({"speed_ratio": 0.8, "pcapng_speed_ratio": 0.6}),
+                   encoding="utf-8")
+    r = bench.Report("x")
+    r.ratios = [0.7, 0.8]
+    r.pcapng = {"ratios": [0.35, 0.4]}
+    assert bench.guard(r, rec)[0]
+    r.pcapng = {"ratios": [0.2, 0.25, 0.28]}
+    ok, msg = bench.guard(r, rec)
+    assert not ok and "pcapng speed ratio 0.25" in msg

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -133,3 +135,28 @@ def test_every_curated_signature_cites_its_sources():
     for s in _set().by_tool.values():
         if s.curation == "curated":
             assert s.sources, s.tool
+
+
+def test_default_signatures_come_back_from_the_cache(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NETWATCH_CACHE_DIR", str(tmp_path))
+    cache = tmp_path / "signatures.json"
+    first = load_dir(known_recognisers=load_all())
+    assert cache.is_file()
+    data = json.loads(cache.read_text(encoding="utf-8"))
+    anydesk = next(f for f in data["files"] if f.endswith(os.sep + "anydesk.toml"))
+    # A cached document is used as it is while the file's size and time are unchanged ...
+    data["files"][anydesk][2]["name"] = "AnyDesk (from the cache)"
+    cache.write_text(json.dumps(data), encoding="utf-8")
+    assert load_dir(known_recognisers=load_all()).by_tool["anydesk"].name == \
+        "AnyDesk (from the cache)"
+    # ... and the file is read again when they differ.
+    data["files"][anydesk][1] += 1
+    cache.write_text(json.dumps(data), encoding="utf-8")
+    assert load_dir(known_recognisers=load_all()).by_tool["anydesk"].name == \
+        first.by_tool["anydesk"].name
+    # A damaged cache is only a slower start.
+    cache.write_text("{not json", encoding="utf-8")
+    again = load_dir(known_recognisers=load_all())
+    assert sorted(again.by_tool) == sorted(first.by_tool)
+    assert json.loads(cache.read_text(encoding="utf-8"))["format"] == 1

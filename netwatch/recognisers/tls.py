@@ -8,11 +8,10 @@ signature files; a name no signature knows ends the inspection of the flow.
 
 from __future__ import annotations
 
-import ipaddress
 import struct
 from dataclasses import dataclass, field
 
-from ..addresses import is_lan_address
+from ..addresses import ip_text, is_lan_address
 from ..signatures import DETECTING_ROLES
 from . import GIVE_UP, Detection, Evidence, FlowView, Recogniser, Result, register
 
@@ -269,11 +268,10 @@ class TlsRecogniser(Recogniser):
         if det is not None:
             return det
         if not client.sni and (client.is_tls or server.is_tls):
-            addr = ipaddress.ip_address(flow.server_ip)
-            net = sigs.match_network(addr)
+            net = sigs.match_network(flow.server_ip)
             if net is not None:
                 return Detection(net.tool, net.role, "medium",
-                                 [Evidence("address", str(addr), "vendor network"),
+                                 [Evidence("address", ip_text(flow.server_ip), "vendor network"),
                                   Evidence("payload", "TLS records", "no name in the flow")])
         if not client.client_hello and not server.is_tls:
             return None

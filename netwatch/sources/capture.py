@@ -62,20 +62,26 @@ def open_capture(path: str, stats: ReadStats | None = None) -> Iterator[Frame]:
     a caller can report the file before any packet is processed. A file that ends inside a
     record is not an error: the iterator stops and ``stats.truncated`` is set.
     """
-    src = open_source(path, stats)
-    return src.frames() if isinstance(src, PcapFile) else src
+    return open_source(path, stats).frames()
 
 
-def open_source(path: str, stats: ReadStats | None = None) -> PcapFile | Iterator[Frame]:
-    """Like ``open_capture``, but a classic pcap file comes back as a ``PcapFile``, which the
-    pipeline walks in chunks. Same errors as ``open_capture``."""
+def open_source(path: str, stats: ReadStats | None = None) -> PcapFile | PcapngFile:
+    """Like ``open_capture``, but the file comes back as a ``PcapFile`` or a ``PcapngFile``,
+    whose records the pipeline walks in place, chunk by chunk. Same errors as
+    ``open_capture``."""
     st = stats if stats is not None else ReadStats()
     try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed by the reader at the end
+        # Unbuffered: every read is a large chunk (see ChunkedFile.more).
+        fh = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by the reader at the end
     except OSError as e:
         raise CaptureError(f"cannot open: {e.strerror or e}") from None
     try:
         head = fh.read(24)
+        while 0 < len(head) < 24:  # a pipe may hand the header over in pieces
+            more = fh.read(24 - len(head))
+            if not more:
+                break
+            head += more
     except OSError as e:
         fh.close()
         raise CaptureError(f"cannot read: {e.strerror or e}") from None
@@ -89,56 +95,92 @@ def open_source(path: str, stats: ReadStats | None = None) -> PcapFile | Iterato
             raise CaptureError("pcap header cut short")
         return PcapFile(fh, head, st)
     if magic == PCAPNG_SHB:
-        fh.seek(0)
-        return _read_pcapng(fh, st)
+        return PcapngFile(fh, head, st)
     fh.close()
     raise CaptureError(f"not a pcap or pcapng capture (unknown magic {magic.hex()})")
 
 
-class PcapFile:
-    """A classic pcap file read in large chunks.
+class ChunkedFile:
+    """A capture file read in large chunks, whatever its size: at most a chunk (or one
+    record, if larger) is held at a time. The pipeline's hot loops walk the records of a
+    chunk in place (a generator per packet costs more than the work on most packets) and
+    ask for the next chunk when a record does not fit."""
 
-    The pipeline's hot loop walks the records of ``buf`` itself (a generator per packet
-    costs more than the work on most packets) and calls ``refill`` when the next record
-    does not fit; ``frames`` is the plain iterator for everything else."""
-
-    def __init__(self, fh: BinaryIO, head: bytes, st: ReadStats):
-        magic = head[:4]
-        bo = "<" if magic in (PCAP_MAGIC_US_LE, PCAP_MAGIC_NS_LE) else ">"
-        self.scale = 1e-9 if magic in (PCAP_MAGIC_NS_LE, PCAP_MAGIC_NS_BE) else 1e-6
-        # The upper bits of the link type field carry FCS information.
-        self.linktype = struct.unpack(bo + "I", head[20:24])[0] & 0x0FFFFFFF
-        self.record = struct.Struct(bo + "IIII")
+    def __init__(self, fh: BinaryIO, st: ReadStats, data: bytes):
         self.fh: BinaryIO | None = fh
         self.st = st
-        st.interfaces.append(self.linktype)
+        # Bytes read past the header, before the first chunk (a pipe cannot seek back).
+        self.data = data
+        self.seekable = fh.seekable()
+        # The file offset the next read starts at (the end of the last chunk read).
+        self.offset = fh.tell() if self.seekable else 0
 
-    def refill(self, buf: bytes, pos: int, need: int) -> bytes | None:
-        """The unread part of ``buf`` (from ``pos``) plus more of the file, at least ``need``
-        bytes long; None at the end of the file, noting a record cut short."""
-        rest = buf[pos:]
-        while len(rest) < need:
-            more = self.fh.read(max(READ_CHUNK, need)) if self.fh is not None else b""
+    def more(self, buf: bytes, pos: int, need: int) -> bytes:
+        """The file from ``buf[pos]`` on, at least ``need`` bytes, or fewer at the end of the
+        file. The unread part of ``buf`` is read again from the file (the page cache) rather
+        than joined to the next chunk: joining copies the whole new chunk once more."""
+        rest = len(buf) - pos
+        fh = self.fh
+        if fh is None:
+            return buf[pos:]
+        if self.data:
+            data, self.data = buf[pos:] + self.data, b""
+        elif rest and self.seekable:
+            self.offset -= rest
+            fh.seek(self.offset)
+            data = b""
+        else:
+            data = buf[pos:]
+        while len(data) < need or not data:
+            more = fh.read(max(READ_CHUNK, need - len(data)))
             if not more:
-                if rest:
-                    self.st.truncated = True
-                    self.st.truncated_detail = ("file ends inside a record header"
-                                                if len(rest) < 16 else "last packet cut short")
-                self.close()
-                return None
-            rest += more
-        return rest
+                break
+            self.offset += len(more)
+            data = data + more if data else more
+        return data
 
-    def implausible(self, incl: int) -> None:
-        """A record length no capture tool writes: the rest of the file is skipped."""
+    def cut(self, detail: str) -> None:
+        """The file ends inside a record, or a record cannot be one: note it and stop."""
         self.st.truncated = True
-        self.st.truncated_detail = f"record length {incl} is not plausible; rest of file skipped"
+        self.st.truncated_detail = detail
         self.close()
 
     def close(self) -> None:
         if self.fh is not None:
             self.fh.close()
             self.fh = None
+
+
+class PcapFile(ChunkedFile):
+    """A classic pcap file: the records of ``buf`` are walked by the pipeline's hot loop
+    (``Pipeline.feed_pcap``), calling ``refill`` when the next record does not fit;
+    ``frames`` is the plain iterator for everything else."""
+
+    def __init__(self, fh: BinaryIO, head: bytes, st: ReadStats):
+        super().__init__(fh, st, b"")
+        magic = head[:4]
+        bo = "<" if magic in (PCAP_MAGIC_US_LE, PCAP_MAGIC_NS_LE) else ">"
+        self.scale = 1e-9 if magic in (PCAP_MAGIC_NS_LE, PCAP_MAGIC_NS_BE) else 1e-6
+        # The upper bits of the link type field carry FCS information.
+        self.linktype = struct.unpack(bo + "I", head[20:24])[0] & 0x0FFFFFFF
+        self.record = struct.Struct(bo + "IIII")
+        st.interfaces.append(self.linktype)
+
+    def refill(self, buf: bytes, pos: int, need: int) -> bytes | None:
+        """The unread part of ``buf`` (from ``pos``) plus more of the file, at least ``need``
+        bytes long; None at the end of the file, noting a record cut short."""
+        data = self.more(buf, pos, need)
+        if len(data) >= need:
+            return data
+        if data:
+            self.cut("file ends inside a record header" if len(data) < 16
+                     else "last packet cut short")
+        self.close()
+        return None
+
+    def implausible(self, incl: int) -> None:
+        """A record length no capture tool writes: the rest of the file is skipped."""
+        self.cut(f"record length {incl} is not plausible; rest of file skipped")
 
     def frames(self) -> Iterator[Frame]:
         unpack_rec = self.record.unpack_from
@@ -169,82 +211,133 @@ class PcapFile:
             self.close()
 
 
-def _read_pcapng(fh: BinaryIO, st: ReadStats) -> Iterator[Frame]:
-    data_parts: list[bytes] = []
-    while True:
-        chunk = fh.read(READ_CHUNK)
-        if not chunk:
-            break
-        data_parts.append(chunk)
-    fh.close()
-    data = b"".join(data_parts)
-    return _walk_pcapng(data, st)
+# The fixed part of an Enhanced Packet Block: type, length, interface, timestamp (high,
+# low), captured length, original length; then the packet, options and the length again.
+EPB_FIELDS = 28
+EPB_OVERHEAD = 32
+# A block longer than this is a corrupt length field: the largest packet (MAX_RECORD) with
+# its block's fields leaves ample room for options; refusing longer ones keeps the reader's
+# memory bounded whatever a length field says.
+MAX_BLOCK = 4 << 20
 
 
-def _walk_pcapng(data: bytes, st: ReadStats) -> Iterator[Frame]:
-    pos = 0
-    n = len(data)
-    bo = "<"
-    ifaces: list[tuple[int, float]] = []  # (linktype, seconds per timestamp unit)
-    u32 = struct.Struct("<I")
-    while pos < n:
-        if n - pos < 12:
-            st.truncated = True
-            st.truncated_detail = "file ends inside a block header"
-            return
-        btype_raw = data[pos:pos + 4]
-        if btype_raw == PCAPNG_SHB:
-            bom = data[pos + 8:pos + 12]
-            if bom == b"\x4d\x3c\x2b\x1a":
-                bo = "<"
-            elif bom == b"\x1a\x2b\x3c\x4d":
-                bo = ">"
-            else:
-                raise_bad = "section header has no byte-order magic"
-                st.truncated = True
-                st.truncated_detail = raise_bad
+class PcapngFile(ChunkedFile):
+    """A pcapng file, walked block by block from chunks: memory stays at a chunk whatever
+    the file's size. ``Pipeline.feed_pcapng`` walks Enhanced Packet Blocks in place (the
+    common case: one unpack per packet, as for classic pcap) and hands every other block to
+    ``walk``, which keeps the section's byte order and interfaces; ``frames`` is the plain
+    iterator."""
+
+    def __init__(self, fh: BinaryIO, head: bytes, st: ReadStats):
+        super().__init__(fh, st, head)
+        # Interfaces of the current section: (link type, seconds per timestamp unit).
+        self.ifaces: list[tuple[int, float]] = []
+        self._byte_order("<")
+        # Where ``walk`` stopped: the offset of the first block not wholly in the buffer,
+        # and how many bytes that block needs; ``broken`` once the file cannot be walked on.
+        self.left = 0
+        self.need = 12
+        self.broken = False
+
+    def _byte_order(self, bo: str) -> None:
+        self.bo = bo
+        self.u32 = struct.Struct(bo + "I")
+        self.epb = struct.Struct(bo + "IIIIIII")
+
+    def refill(self, buf: bytes, pos: int, need: int) -> bytes | None:
+        """The unread part of ``buf`` plus more of the file: ``need`` bytes, or what is left
+        at the end of the file; None when nothing is."""
+        data = self.more(buf, pos, need)
+        if data:
+            return data
+        self.close()
+        return None
+
+    def walk(self, data: bytes, pos: int, n: int, limit: int = -1) -> Iterator[Frame]:
+        """The frames of the whole blocks in ``data[pos:n]`` (at most ``limit`` blocks, if
+        given), keeping the section's state; the caller counts them. Stops at a block not
+        wholly there (``left`` and ``need`` say where and how much), or for good
+        (``broken``) at one that cannot be a block."""
+        while pos < n and limit != 0:
+            limit -= 1
+            self.left, self.need = pos, 12
+            if n - pos < 12:
                 return
-            u32 = struct.Struct(bo + "I")
-            ifaces = []  # interface ids are per section
-        btype = u32.unpack_from(data, pos)[0]
-        blen = u32.unpack_from(data, pos + 4)[0]
-        if blen < 12 or blen % 4:
-            st.truncated = True
-            st.truncated_detail = f"block of impossible length {blen}; rest of file skipped"
-            return
-        if pos + blen > n:
-            st.truncated = True
-            st.truncated_detail = "last block cut short"
-            return
-        body = pos + 8
-        if btype == 6 and blen >= 32:  # Enhanced Packet Block (28 bytes of fields and trailer)
-            iface, ts_hi, ts_lo, incl, orig = struct.unpack_from(bo + "IIIII", data, body)
-            if iface < len(ifaces) and incl <= blen:
-                lt, unit = ifaces[iface]
-                st.packets += 1
-                yield (((ts_hi << 32) | ts_lo) * unit, lt, data[body + 20:body + 20 + incl],
-                       wire_length(incl, orig))
-        elif btype == 3 and blen >= 16:  # Simple Packet Block: no timestamp, interface 0
-            if ifaces:
-                # The block's length field is the original packet length (pcapng §4.4).
-                orig = u32.unpack_from(data, body)[0]
-                incl = min(orig, blen - 16)
-                st.packets += 1
-                yield 0.0, ifaces[0][0], data[body + 4:body + 4 + incl], wire_length(incl, orig)
-        elif btype == 2 and blen >= 32:  # obsolete Packet Block
-            iface, _drops, ts_hi, ts_lo, incl, orig = struct.unpack_from(bo + "HHIIII", data,
-                                                                         body)
-            if iface < len(ifaces):
-                lt, unit = ifaces[iface]
-                st.packets += 1
-                yield (((ts_hi << 32) | ts_lo) * unit, lt, data[body + 20:body + 20 + incl],
-                       wire_length(incl, orig))
-        elif btype == 1:  # Interface Description Block
-            lt = struct.unpack_from(bo + "H", data, body)[0]
-            unit = _if_tsresol(data, body + 8, pos + blen - 4, bo)
-            ifaces.append((lt, unit))
-            st.interfaces.append(lt)
-        pos += blen
+            if data[pos:pos + 4] == PCAPNG_SHB:
+                bom = data[pos + 8:pos + 12]
+                if bom == b"\x4d\x3c\x2b\x1a":
+                    self._byte_order("<")
+                elif bom == b"\x1a\x2b\x3c\x4d":
+                    self._byte_order(">")
+                else:
+                    self.broken = True
+                    self.cut("section header has no byte-order magic")
+                    return
+                self.ifaces = []  # interface ids are per section
+            u32, bo, ifaces = self.u32, self.bo, self.ifaces
+            btype = u32.unpack_from(data, pos)[0]
+            blen = u32.unpack_from(data, pos + 4)[0]
+            if blen < 12 or blen % 4 or blen > MAX_BLOCK:
+                self.broken = True
+                self.cut(f"block of impossible length {blen}; rest of file skipped")
+                return
+            if pos + blen > n:
+                self.need = blen
+                return
+            body = pos + 8
+            if btype == 6 and blen >= EPB_OVERHEAD:  # Enhanced Packet Block
+                _t, _l, iface, ts_hi, ts_lo, incl, orig = self.epb.unpack_from(data, pos)
+                if iface < len(ifaces) and incl <= blen:
+                    lt, unit = ifaces[iface]
+                    yield (((ts_hi << 32) | ts_lo) * unit, lt, data[body + 20:body + 20 + incl],
+                           wire_length(incl, orig))
+            elif btype == 3 and blen >= 16:  # Simple Packet Block: no timestamp, interface 0
+                if ifaces:
+                    # The block's length field is the original packet length (pcapng §4.4).
+                    orig = u32.unpack_from(data, body)[0]
+                    incl = min(orig, blen - 16)
+                    yield (0.0, ifaces[0][0], data[body + 4:body + 4 + incl],
+                           wire_length(incl, orig))
+            elif btype == 2 and blen >= 32:  # obsolete Packet Block
+                iface, _drops, ts_hi, ts_lo, incl, orig = struct.unpack_from(bo + "HHIIII",
+                                                                             data, body)
+                if iface < len(ifaces):
+                    lt, unit = ifaces[iface]
+                    yield (((ts_hi << 32) | ts_lo) * unit, lt, data[body + 20:body + 20 + incl],
+                           wire_length(incl, orig))
+            elif btype == 1:  # Interface Description Block
+                lt = struct.unpack_from(bo + "H", data, body)[0]
+                unit = _if_tsresol(data, body + 8, pos + blen - 4, bo)
+                ifaces.append((lt, unit))
+                self.st.interfaces.append(lt)
+            pos += blen
+        self.left, self.need = pos, 12
+
+    def ended(self, buf: bytes, pos: int) -> None:
+        """The file ended with ``buf[pos:]`` unwalked: note a block cut short."""
+        if len(buf) > pos and not self.broken:
+            self.cut("file ends inside a block header" if len(buf) - pos < 12
+                     else "last block cut short")
+        self.close()
+
+    def frames(self) -> Iterator[Frame]:
+        buf, pos = b"", 0
+        try:
+            while not self.broken:
+                more = self.refill(buf, pos, self.need)
+                if more is None:
+                    return
+                buf = more
+                at_end = len(buf) < self.need
+                for frame in self.walk(buf, 0, len(buf)):
+                    self.st.packets += 1
+                    yield frame
+                pos = self.left
+                if at_end:
+                    self.ended(buf, pos)
+                    return
+        finally:
+            self.close()
 
 
 def _if_tsresol(data: bytes, opt: int, end: int, bo: str) -> float:
