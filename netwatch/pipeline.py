@@ -10,7 +10,9 @@ from __future__ import annotations
 import socket
 import struct
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
+from itertools import islice
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,15 +20,17 @@ from . import decode as dec
 from .addresses import ip_bytes, is_lan_address
 from .eventlog import COMMUNITY_ID_SEED, EventLog, iso_timestamp
 from .flows import (
+    EVICT_SAMPLE,
     INSPECT_BYTES,
     INSPECT_PACKETS,
-    MAX_FLOWS,
+    ONE_SIDED_BYTES,
     SWEEP_INTERVAL,
     TIMEOUT_TCP_CLOSED,
     TIMEOUT_TCP_ESTABLISHED,
     TIMEOUT_TCP_NEW,
     TIMEOUT_UDP,
     Flow,
+    Limits,
 )
 from .names import DnsError, NameCache, parse_response
 from .policy import Policy, display_names
@@ -76,7 +80,12 @@ class Counters:
     other_l4: int = 0
     unsupported_link: int = 0
     flows: int = 0
-    flows_evicted: int = 0
+    flows_evicted: int = 0  # all flows finished early to stay within the bounds
+    flows_evicted_undecided: int = 0  # ... of them, from the pool of flows being inspected
+    flows_evicted_protected: int = 0  # ... of them, flows with a session or a detection
+    inspect_stopped_one_sided: int = 0  # flows no longer inspected: one side, no recogniser
+    findings_dropped: int = 0  # findings not kept for the summary (the events were written)
+    session_peers_dropped: int = 0  # session peers not listed (the event's peers_more)
     max_concurrent_flows: int = 0
     dns_answers: int = 0
     dns_malformed: int = 0
@@ -134,15 +143,17 @@ class Result:
 class Pipeline:
     def __init__(self, signatures: SignatureSet, log: EventLog,
                  recognisers: Iterable[str] | None = None, household: Any = None,
-                 thresholds: Thresholds | None = None):
+                 thresholds: Thresholds | None = None, limits: Limits | None = None):
         self.sigs = signatures
+        self.limits = limits = limits or Limits()
         self.log = log
         # The household (netwatch.household.Household) names devices, and with it the
         # policy turns sessions into alerts; without it sessions are still tracked.
         self.household = household
         if thresholds is None and household is not None and household.sessions:
             thresholds = thresholds_from(household.sessions)
-        self.sessions = SessionTracker(self._session_event, thresholds)
+        self.sessions = SessionTracker(self._session_event, thresholds,
+                                       max_peers=limits.max_session_peers)
         self.policy = (Policy(household, display_names(
             {t: s.name for t, s in signatures.by_tool.items()}))
             if household is not None else None)
@@ -161,9 +172,15 @@ class Pipeline:
         self.tcp: dict[bytes, tuple[Flow, int]] = {}
         self.udp: dict[bytes, tuple[Flow, int]] = {}
         self.tables = {TCP: self.tcp, UDP: self.udp}
-        # Every live flow once, oldest first (dicts keep insertion order): what sweeps,
-        # eviction and the end of a file walk.
-        self.live: dict[int, Flow] = {}
+        # Every live flow once, oldest first (save the flows eviction passed over, moved to
+        # the back): what sweeps, eviction and the end of a file walk. Ordered dicts pop and
+        # reorder at their front in constant time, where a plain dict's emptied front slows
+        # every look at its first item.
+        self.live: OrderedDict[int, Flow] = OrderedDict()
+        # The flows still being inspected (or that were at their last sweep), oldest first:
+        # the pool a flood of new connections evicts from (flows.MAX_INSPECTING).
+        self.undecided: OrderedDict[int, Flow] = OrderedDict()
+        self.scan_findings = 0  # of self.findings, those of scans
         # The pseudo-flows of lookups read from a resolver's log, by device, resolver, tool.
         self.lookup_flows: dict[tuple[bytes, bytes, str], Flow] = {}
         self.names = NameCache()
@@ -446,8 +463,11 @@ class Pipeline:
         live = len(self.live)
         if live > c.max_concurrent_flows:
             c.max_concurrent_flows = live
-        if live > MAX_FLOWS:
-            self._evict_oldest()
+        self.undecided[f.id] = f
+        if len(self.undecided) > self.limits.max_inspecting:
+            self._evict_undecided()
+        if live > self.limits.max_flows:
+            self._evict_idle()
         if DNS_PORT in (sport_, cport):
             f.dns_tools = set()
             if proto == UDP:
@@ -488,8 +508,12 @@ class Pipeline:
             if best.confidence == "high":
                 f.stop_inspecting()
                 return
-        if not keep and f.narrowed_on is None:
-            f.stop_inspecting()  # (narrowed on one side: wait for the other side first)
+        if not keep and (f.narrowed_on is None
+                         or len(f.streams[f.narrowed_on]) >= ONE_SIDED_BYTES):
+            # (Narrowed on one side: wait for the other side first, for a while.)
+            if f.narrowed_on is not None:
+                self.c.inspect_stopped_one_sided += 1
+            f.stop_inspecting()
 
     def _unwrap(self, f: Flow, ts: float) -> bool:
         """A proxy's or gateway's opening (recognisers.proxy): once it is complete, the
@@ -636,14 +660,33 @@ class Pipeline:
         f.events += 1
         fnd = self.findings.get(f.id)
         if fnd is None:
-            self.findings[f.id] = Finding(f.id, ts, ts, PROTO_NAME[f.proto], client,
-                                          f.client_port, server, f.server_port, det,
-                                          self.pcap_name, f.name, eve_flow_id=ev["flow_id"])
+            if self._finding_room(det):
+                self.findings[f.id] = Finding(f.id, ts, ts, PROTO_NAME[f.proto], client,
+                                              f.client_port, server, f.server_port, det,
+                                              self.pcap_name, f.name,
+                                              eve_flow_id=ev["flow_id"])
         else:
+            if fnd.detection.role == "scan" and det.role != "scan":
+                self.scan_findings -= 1
             fnd.detection = det
             fnd.ts = ts
         self.sessions.on_detection(f, det, ts)
+        self.c.session_peers_dropped = self.sessions.peers_dropped
         self._next_sweep = min(self._next_sweep, self.sessions.next_tick)
+
+    def _finding_room(self, det: Detection) -> bool:
+        """Whether a new finding is kept (flows.MAX_FINDINGS, MAX_SCAN_FINDINGS); counted
+        when it is not."""
+        lim = self.limits
+        if det.role == "scan":
+            if self.scan_findings >= lim.max_scan_findings:
+                self.c.findings_dropped += 1
+                return False
+            self.scan_findings += 1
+        elif len(self.findings) - self.scan_findings >= lim.max_findings:
+            self.c.findings_dropped += 1
+            return False
+        return True
 
     # ------------------------------------------------------------------ DNS
 
@@ -787,7 +830,7 @@ class Pipeline:
         key = (cip, rip, tool)
         f = self.lookup_flows.get(key)
         if f is None or f.id not in self.live:
-            if len(self.lookup_flows) > MAX_FLOWS:
+            if len(self.lookup_flows) > self.limits.max_flows:
                 self.lookup_flows = {k: v for k, v in self.lookup_flows.items()
                                      if v.id in self.live}
             f = Flow(self._next_id, UDP, cip, 0, rip, DNS_PORT, ts)
@@ -798,8 +841,8 @@ class Pipeline:
             self.lookup_flows[key] = f
             self.live[f.id] = f
             self.c.flows += 1
-            if len(self.live) > MAX_FLOWS:
-                self._evict_oldest()
+            if len(self.live) > self.limits.max_flows:
+                self._evict_idle()
         f.pkts[0] += 1
         f.last_ts = ts
         return f
@@ -894,6 +937,8 @@ class Pipeline:
 
     def _sweep(self, now: float) -> None:
         self._sweep_due = now + SWEEP_INTERVAL
+        # Flows decided since they joined the pool of undecided ones leave it now.
+        self.undecided = OrderedDict((i, f) for i, f in self.undecided.items() if f.inspecting)
         expired = []
         for f in self.live.values():
             idle = now - f.last_ts
@@ -910,10 +955,43 @@ class Pipeline:
         for f in expired:
             self._finish(f)
 
-    def _evict_oldest(self) -> None:
-        if self.live:
+    def _protected(self, f: Flow) -> bool:
+        """A flow eviction passes over while it can: one in a session, or with a
+        detection (a scan, given only when a flow ends, is not one)."""
+        return f.id in self.sessions.by_flow or (f.verdict is not None
+                                                  and f.verdict.role != "scan")
+
+    def _evict_undecided(self) -> None:
+        """The pool of flows being inspected is full: its oldest flow that is still
+        undecided and not protected ends (flows.MAX_INSPECTING). Flows decided since they
+        joined, or protected, just leave the pool."""
+        pool, live = self.undecided, self.live
+        while len(pool) > self.limits.max_inspecting:
+            fid, f = pool.popitem(last=False)
+            if not f.inspecting or fid not in live or self._protected(f):
+                continue
             self.c.flows_evicted += 1
-            self._finish(next(iter(self.live.values())))
+            self.c.flows_evicted_undecided += 1
+            self._finish(f)
+
+    def _evict_idle(self) -> None:
+        """The flow table is full (flows.MAX_FLOWS): among the oldest EVICT_SAMPLE flows,
+        the least recently active one that is not protected ends; the protected ones and
+        those more recently active than it move to the back. When all are protected, the
+        least recently active of them ends (counted apart)."""
+        live = self.live
+        sample = list(islice(live.values(), EVICT_SAMPLE))
+        if not sample:
+            return
+        open_ = [f for f in sample if not self._protected(f)]
+        victim = min(open_ or sample, key=lambda x: x.last_ts)
+        for f in sample:
+            if f is not victim and (f.last_ts > victim.last_ts or self._protected(f)):
+                live.move_to_end(f.id)
+        self.c.flows_evicted += 1
+        if not open_:
+            self.c.flows_evicted_protected += 1
+        self._finish(victim)
 
     def _finish(self, f: Flow) -> None:
         """A flow ends (timeout, eviction, end of input): last look, then forget it."""
@@ -921,6 +999,7 @@ class Pipeline:
         table.pop(f.key, None)
         table.pop(f.rkey, None)
         self.live.pop(f.id, None)
+        self.undecided.pop(f.id, None)
         if f.inspecting and f.candidates and f.payload_pkts:
             f.closing = True
             self._inspect(f, f.last_ts)
