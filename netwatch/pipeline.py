@@ -225,6 +225,7 @@ class Pipeline:
         self._next_sweep = self._sweep_due = 0.0
         if stats.truncated:
             self.c.files_truncated += 1
+        self.c.malformed += stats.bad_timestamps
 
     def feed(self, frames: Iterable[tuple[float, int, bytes, int]]) -> None:
         """Frames one by one (pcapng, live sources): ``(ts, linktype, frame, wire_len)``."""

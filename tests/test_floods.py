@@ -1,0 +1,89 @@
+"""Floods: a real remote-access session must survive what any LAN device can send, and
+memory stays bounded (netwatch.floods; the full sizes run with ``bash run.sh floods``).
+
+Each flood runs ``netwatch replay`` in a child process whose peak RSS is measured; sizes
+here are a tenth of the full ones, enough to fill every bounded table at the defaults."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from conftest import CORPUS, needs_corpus
+from netwatch import floods
+from netwatch.eventlog import EventLog
+from netwatch.flows import Limits
+from netwatch.pipeline import Pipeline
+from netwatch.signatures import load_dir
+from netwatch.sources.capture import ReadStats
+
+pytestmark = needs_corpus
+
+RDP = Path(__file__).parent / "pcaps" / "recorded" / "rdp-xrdp.pcap"
+CI_SIZES = {"flows": 100_000, "syns": 100_000, "bulk": 10_000, "peers": 20_000}
+
+
+def test_syn_burst_within_a_minute_keeps_the_session_and_its_alert(tmp_path: Path) -> None:
+    # 66,000 SYNs from a LAN device in six seconds, around a live VNC session: more new
+    # flows than the table holds at its old size, all after the session's flow began.
+    out = floods.run("syns", 66_000, CORPUS, RDP, tmp_path)
+    assert out.detected and out.active
+    assert out.kept, "the session ended before its last packet: its flow was evicted"
+    assert out.alert, "the bank opened during the session must make the alert critical"
+
+
+@pytest.mark.parametrize("kind", sorted(CI_SIZES))
+def test_flood_keeps_the_session_within_the_memory_cap(kind: str, tmp_path: Path) -> None:
+    out = floods.run(kind, CI_SIZES[kind], CORPUS, RDP, tmp_path)
+    assert (out.detected, out.active, out.kept, out.alert) == (True, True, True, True), out
+    assert out.peak_rss_mib <= floods.RSS_CAP_MIB, out
+    assert out.session_event_bytes < 4096, out  # peers listed are bounded
+
+
+def _pipeline(limits: Limits) -> Pipeline:
+    return Pipeline(load_dir(), EventLog(None), limits=limits)
+
+
+def test_every_table_stays_within_its_bound(tmp_path: Path) -> None:
+    cap = tmp_path / "peers.pcap"
+    floods.write_pcap(cap, floods.flood_peers(600, 1000.0, 1010.0, random.Random(1),
+                                              floods.rdp_openings(RDP)))
+    lim = Limits(max_flows=200, max_inspecting=50, max_findings=100, max_scan_findings=10,
+                 max_session_peers=8)
+    pipe = _pipeline(lim)
+    pipe.feed_file(str(cap), ReadStats())
+    res = pipe.finish()
+    c = res.counters
+    assert c.max_concurrent_flows <= lim.max_flows + 1
+    assert c.flows_evicted > 0 and len(res.findings) == lim.max_findings
+    assert c.findings_dropped == 600 - lim.max_findings
+    assert c.session_peers_dropped == 600 - lim.max_session_peers
+    sessions = [s for _, s in pipe.sessions.ended if s.tool == "rdp"]
+    assert sessions and all(len(s.peers) <= lim.max_session_peers for s in sessions)
+
+
+def test_a_flood_of_undecided_flows_evicts_its_own(tmp_path: Path) -> None:
+    cap = tmp_path / "bulk.pcap"
+    rng = random.Random(2)
+    floods.write_pcap(cap, floods.flood_bulk(300, 1000.0, 1010.0, rng, packets=4, together=300))
+    pipe = _pipeline(Limits(max_flows=1000, max_inspecting=64))
+    pipe.feed_file(str(cap), ReadStats())
+    c = pipe.c
+    assert c.flows_evicted_undecided == c.flows_evicted > 0
+    # With room for them all, each stops inspecting: 4 x 1,400 bytes unanswered, nothing
+    # left to read them.
+    pipe = _pipeline(Limits())
+    pipe.feed_file(str(cap), ReadStats())
+    assert pipe.c.inspect_stopped_one_sided > 250 and pipe.c.flows_evicted == 0
+
+
+def test_segments_keep_no_more_than_the_inspection_bytes() -> None:
+    from netwatch.flows import INSPECT_BYTES, Flow
+
+    f = Flow(1, 6, b"\x0a\x00\x00\x01", 1000, b"\x0a\x00\x00\x02", 443, 0.0)
+    for i in range(24):
+        f.add_tcp_payload(0, 1 + i * 1400, bytes(1400))
+    assert len(f.streams[0]) == INSPECT_BYTES
+    assert sum(map(len, f.segments[0])) == INSPECT_BYTES  # not 24 x 1,400
