@@ -41,8 +41,9 @@ SWEEP_INTERVAL = 30.0
 # Flow table bound. The 1M-packet home mix (12 devices, 45 min) holds ~3,000 flows at once
 # with these timeouts; 16,384 leaves five times that for a busy household. A flow costs
 # ~1.1 KiB decided (object, counters, both table entries), so the full table stays near
-# 20 MiB and a flood's replay under netwatch.floods.RSS_CAP_MIB. When full, the least recently active flow that carries neither a
-# session nor a detection is finished early (see Pipeline._evict_idle).
+# 20 MiB and a flood's replay under netwatch.floods.RSS_CAP_MIB. When full, the least
+# recently active flow that carries neither a session nor a detection is finished early
+# (see Pipeline._evict_idle).
 MAX_FLOWS = 16384
 # Flows still being inspected (half-open, or no verdict yet) are a pool of their own within
 # the table, bounded apart: a SYN scan or a burst of new connections evicts its own flows,

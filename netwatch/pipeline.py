@@ -12,8 +12,8 @@ import struct
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
-from itertools import islice
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from . import decode as dec

@@ -2,7 +2,7 @@
 memory stays bounded (netwatch.floods; the full sizes run with ``bash run.sh floods``).
 
 Each flood runs ``netwatch replay`` in a child process whose peak RSS is measured; sizes
-here are a tenth of the full ones, enough to fill every bounded table at the defaults."""
+here are smaller than the full ones, enough to fill every bounded table at the defaults."""
 
 from __future__ import annotations
 
@@ -22,7 +22,10 @@ from netwatch.sources.capture import ReadStats
 pytestmark = needs_corpus
 
 RDP = Path(__file__).parent / "pcaps" / "recorded" / "rdp-xrdp.pcap"
-CI_SIZES = {"flows": 100_000, "syns": 100_000, "bulk": 10_000, "peers": 20_000}
+# Each past the bound it tests at the defaults: the flow table (flows.MAX_FLOWS), the pool of
+# undecided flows (MAX_INSPECTING), findings and session peers (MAX_FINDINGS,
+# MAX_SESSION_PEERS); the SYN flood is the test below.
+CI_SIZES = {"flows": 40_000, "bulk": 8_000, "peers": 17_000}
 
 
 def test_syn_burst_within_a_minute_keeps_the_session_and_its_alert(tmp_path: Path) -> None:
@@ -32,6 +35,7 @@ def test_syn_burst_within_a_minute_keeps_the_session_and_its_alert(tmp_path: Pat
     assert out.detected and out.active
     assert out.kept, "the session ended before its last packet: its flow was evicted"
     assert out.alert, "the bank opened during the session must make the alert critical"
+    assert out.peak_rss_mib <= floods.RSS_CAP_MIB, out
 
 
 @pytest.mark.parametrize("kind", sorted(CI_SIZES))
