@@ -3,6 +3,8 @@
 #   bash run.sh demo   install netwatch in .venv and replay the bundled demo capture
 #   bash run.sh test   install netwatch, its test tools and tshark, then run every test
 #   bash run.sh bench  the full benchmark on the 1M-packet home mix (minutes, not in CI)
+#   bash run.sh fuzz   one million mutated corpus packets through the pipeline (not in CI)
+#   bash run.sh floods the four floods at full size around a real session (not in CI)
 # Installs with apt-get (as root, or through sudo) and pip into .venv; safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -69,6 +71,14 @@ case "${1:-}" in
     venv ""
     exec .venv/bin/netwatch bench --packets 1000000 --runs 3 "${@:2}"
     ;;
+  fuzz)
+    venv ""
+    exec .venv/bin/netwatch fuzz --packets 1000000 "${@:2}"
+    ;;
+  floods)
+    venv ""
+    exec .venv/bin/netwatch floods "${@:2}"
+    ;;
   bench-nflog)
     # The nflog mode on a router namespace: the home mix through tcpreplay, what reaches
     # Python and its CPU per packet of line traffic (needs root; about 3 minutes).
@@ -77,7 +87,7 @@ case "${1:-}" in
     exec as_root .venv/bin/python benchmarks/nflog_live.py "${@:2}"
     ;;
   *)
-    echo "usage: bash run.sh demo|test|bench|bench-nflog" >&2
+    echo "usage: bash run.sh demo|test|bench|bench-nflog|fuzz|floods" >&2
     exit 64
     ;;
 esac
