@@ -245,20 +245,31 @@ class Runner:
         try:
             pipe.feed_file(path, ReadStats())
             self.cases += 1
-            if self.cases % CASES_PER_PIPELINE == 0:
-                self.close()
         except BaseException:
             self.pipe = None  # a crash or a refusal: the next case starts afresh
             raise
         return pipe.c.packets - before
 
+    def due(self) -> bool:
+        return self.pipe is not None and self.cases % CASES_PER_PIPELINE == 0
+
     def close(self) -> None:
+        """The pipeline's end (as after the last file of a replay)."""
         pipe, self.pipe = self.pipe, None
         if pipe is not None:
             result = pipe.finish()
             pipe.log.write(pipe.stats_event())
             pipe.log.close()
             summary_text(result, ("fuzz",))
+
+
+def _crash(e: Exception, case: int, seed: int, data: bytes, suffix: str, out_dir: Path
+           ) -> Crash:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    repro = out_dir / f"crash-{seed}-{case}{suffix}"
+    repro.write_bytes(data)
+    return Crash(case, "".join(traceback.format_exception_only(type(e), e)).strip() + "\n"
+                 + "".join(traceback.format_tb(e.__traceback__)[-3:]), str(repro))
 
 
 def fuzz(corpus: Path, packets: int, seed: int, sigs: SignatureSet, household: Any,
@@ -287,18 +298,16 @@ def fuzz(corpus: Path, packets: int, seed: int, sigs: SignatureSet, household: A
             n = 0
             try:
                 n = runner.run(path)
-                if written >= packets:
-                    runner.close()
             except CaptureError:
                 res.refused += 1
             except Exception as e:  # noqa: BLE001 - any other exception is what we look for
-                out_dir.mkdir(parents=True, exist_ok=True)
-                repro = out_dir / f"crash-{seed}-{res.cases}{suffix}"
-                repro.write_bytes(data)
-                res.crashes.append(Crash(res.cases, "".join(
-                    traceback.format_exception_only(type(e), e)).strip() + "\n" +
-                    "".join(traceback.format_tb(e.__traceback__)[-3:]), str(repro)))
+                res.crashes.append(_crash(e, res.cases, seed, data, suffix, out_dir))
             dt = time.perf_counter() - t0
+            if runner.due() or written >= packets:
+                try:
+                    runner.close()  # a crash here is put on the pipeline's last case
+                except Exception as e:  # noqa: BLE001
+                    res.crashes.append(_crash(e, res.cases, seed, data, suffix, out_dir))
             res.seconds += dt
             res.packets += n
             res.cases += 1
