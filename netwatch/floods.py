@@ -26,7 +26,6 @@ from __future__ import annotations
 import heapq
 import ipaddress
 import json
-import os
 import random
 import struct
 import subprocess
@@ -258,19 +257,26 @@ def build(kind: str, size: int, corpus: Path, rdp: Path, out: Path, seed: int = 
     return write_pcap(out, heapq.merge(session_frames(corpus), gen, key=lambda x: x[0]))
 
 
+# Runs the replay and prints its peak RSS (KiB). The kernel carries a process's peak RSS
+# across fork and exec (the parent's pages count until exec replaces them), so the replay
+# is started from this small interpreter, not from the caller (a test runner may be large).
+_MEASURE = """
+import os, subprocess, sys
+p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+_pid, status, usage = os.wait4(p.pid, 0)
+print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)
+"""
+
+
 def replay_measured(capture: Path, house: Path, eve: Path) -> float:
     """``netwatch replay`` in a child process; its peak RSS in MiB."""
-    with open(os.devnull, "wb") as null:
-        proc = subprocess.Popen([sys.executable, "-m", "netwatch", "replay", str(capture),
-                                 "--household", str(house), "--eve-log", str(eve)],
-                                stdout=null, stderr=subprocess.PIPE)
-        assert proc.stderr is not None
-        err = proc.stderr.read()
-        _pid, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"replay failed ({proc.returncode}): {err.decode(errors='replace')}")
-    return usage.ru_maxrss / 1024  # KiB on Linux
+    out = subprocess.run([sys.executable, "-c", _MEASURE, sys.executable, "-m", "netwatch",
+                          "replay", str(capture), "--household", str(house), "--eve-log",
+                          str(eve)], capture_output=True, text=True, check=False)
+    code, kib = (out.stdout.split() + ["1", "0"])[:2]
+    if out.returncode != 0 or code != "0":
+        raise RuntimeError(f"replay failed ({code}): {out.stderr}")
+    return int(kib) / 1024  # KiB on Linux
 
 
 def read_outcome(eve: Path, kind: str, size: int, packets: int, rss: float,

@@ -38,8 +38,8 @@ TIMEOUT_UDP = 300.0
 # How often (in packet time) idle flows are looked for. Checking every flow costs O(flows),
 # so it is done rarely; a flow lives at most this much past its timeout.
 SWEEP_INTERVAL = 30.0
-# Flow table bound. The 1M-packet home mix (12 devices, 45 min) holds ~3,000 flows at once
-# with these timeouts; 16,384 leaves five times that for a busy household. A flow costs
+# Flow table bound. The 1M-packet home mix (12 devices, 45 min) holds 3,643 flows at once
+# at most with these timeouts; 16,384 leaves four times that for a busy household. A flow costs
 # ~1.1 KiB decided (object, counters, both table entries), so the full table stays near
 # 20 MiB and a flood's replay under netwatch.floods.RSS_CAP_MIB. When full, the least
 # recently active flow that carries neither a session nor a detection is finished early
@@ -47,10 +47,11 @@ SWEEP_INTERVAL = 30.0
 MAX_FLOWS = 16384
 # Flows still being inspected (half-open, or no verdict yet) are a pool of their own within
 # the table, bounded apart: a SYN scan or a burst of new connections evicts its own flows,
-# oldest first, never a decided or busy one. The home mix has under 200 flows undecided at
-# once (most decide or give up within their first 2-4 payload packets); 4,096 is 20 times
-# that, and at most ~8 KiB of payload each (ONE_SIDED_BYTES) keeps the pool under 32 MiB.
-MAX_INSPECTING = 4096
+# oldest first, never a decided or busy one. The 1M-packet home mix has about 40 flows
+# undecided at once (most decide or give up within their first 2-4 payload packets); 2,048
+# is 50 times that. A flood's flows, one-sided, keep under ~5 KiB of payload each
+# (ONE_SIDED_BYTES, once as a stream and once as packets): the pool stays near 10 MiB.
+MAX_INSPECTING = 2048
 # Flows looked at to choose one to evict from the table when it is full: the least recently
 # active of these goes, and the others more recent than it move to the back. A sample, not
 # a sorted table, so that counting a packet never reorders anything.

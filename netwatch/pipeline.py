@@ -467,7 +467,7 @@ class Pipeline:
         self.undecided[f.id] = f
         if len(self.undecided) > self.limits.max_inspecting:
             self._evict_undecided()
-        if live > self.limits.max_flows:
+        if len(self.live) > self.limits.max_flows:
             self._evict_idle()
         if DNS_PORT in (sport_, cport):
             f.dns_tools = set()
