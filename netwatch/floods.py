@@ -317,6 +317,10 @@ def run(kind: str, size: int, corpus: Path, rdp: Path, workdir: Path | None = No
         house.write_text(HOUSEHOLD, encoding="utf-8")
         n = build(kind, size, corpus, rdp, cap, seed)
         rss = replay_measured(cap, house, eve)
-        first_flow_last = max(ts for ts, fr in session_frames(corpus) if fr[23] == 6
-                              and VNC_FIRST_PORT in struct.unpack_from("!HH", fr, 34))
-        return read_outcome(eve, kind, size, n, rss, first_flow_last)
+        return read_outcome(eve, kind, size, n, rss, first_flow_last(corpus))
+
+
+def first_flow_last(corpus: Path) -> float:
+    """When the session's first connection sends its last packet."""
+    return max(ts for ts, fr in session_frames(corpus)
+               if fr[23] == 6 and VNC_FIRST_PORT in struct.unpack_from("!HH", fr, 34))

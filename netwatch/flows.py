@@ -56,6 +56,10 @@ MAX_INSPECTING = 2048
 # active of these goes, and the others more recent than it move to the back. A sample, not
 # a sorted table, so that counting a packet never reorders anything.
 EVICT_SAMPLE = 16
+# A session's flow that has carried this much (both ways) is in use, not a handshake: it is
+# evicted last. A handshake, certificates included, is a few KiB; a flood would have to send
+# this much on each of its flows to look the same.
+BUSY_BYTES = 16384
 # A flow where one side alone has spoken and no recogniser is left stops inspecting once
 # that side has sent this many bytes: the other side's first byte could bring recognisers
 # back (a server's answer to a garbled request), but a client that sent 2 KiB unanswered

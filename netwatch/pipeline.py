@@ -20,6 +20,7 @@ from . import decode as dec
 from .addresses import ip_bytes, is_lan_address
 from .eventlog import COMMUNITY_ID_SEED, EventLog, iso_timestamp
 from .flows import (
+    BUSY_BYTES,
     EVICT_SAMPLE,
     INSPECT_BYTES,
     INSPECT_PACKETS,
@@ -956,11 +957,13 @@ class Pipeline:
         for f in expired:
             self._finish(f)
 
-    def _protected(self, f: Flow) -> bool:
-        """A flow eviction passes over while it can: one in a session, or with a
-        detection (a scan, given only when a flow ends, is not one)."""
-        return f.id in self.sessions.by_flow or (f.verdict is not None
-                                                  and f.verdict.role != "scan")
+    def _protection(self, f: Flow) -> int:
+        """How much eviction spares a flow: 3 in a session and busy (flows.BUSY_BYTES), 2
+        in a session, 1 with a detection (a scan, given only when a flow ends, is not
+        one), 0 none of these."""
+        if f.id in self.sessions.by_flow:
+            return 3 if f.bytes[0] + f.bytes[1] >= BUSY_BYTES else 2
+        return 1 if f.verdict is not None and f.verdict.role != "scan" else 0
 
     def _evict_undecided(self) -> None:
         """The pool of flows being inspected is full: its oldest flow that is still
@@ -969,7 +972,7 @@ class Pipeline:
         pool, live = self.undecided, self.live
         while len(pool) > self.limits.max_inspecting:
             fid, f = pool.popitem(last=False)
-            if not f.inspecting or fid not in live or self._protected(f):
+            if not f.inspecting or fid not in live or self._protection(f):
                 continue
             self.c.flows_evicted += 1
             self.c.flows_evicted_undecided += 1
@@ -977,20 +980,20 @@ class Pipeline:
 
     def _evict_idle(self) -> None:
         """The flow table is full (flows.MAX_FLOWS): among the oldest EVICT_SAMPLE flows,
-        the least recently active one that is not protected ends; the protected ones and
-        those more recently active than it move to the back. When all are protected, the
-        least recently active of them ends (counted apart)."""
+        the least protected (``_protection``), and of those the least recently active, ends;
+        the others more protected or more recently active move to the back. A flow of a
+        session ends only when all the sample are (counted apart, as is a detection's)."""
         live = self.live
-        sample = list(islice(live.values(), EVICT_SAMPLE))
+        sample = [(self._protection(f), f.last_ts, f)
+                  for f in islice(live.values(), EVICT_SAMPLE)]
         if not sample:
             return
-        open_ = [f for f in sample if not self._protected(f)]
-        victim = min(open_ or sample, key=lambda x: x.last_ts)
-        for f in sample:
-            if f is not victim and (f.last_ts > victim.last_ts or self._protected(f)):
+        level, last, victim = min(sample, key=lambda x: (x[0], x[1]))
+        for lv, ts, f in sample:
+            if f is not victim and (lv, ts) > (level, last):
                 live.move_to_end(f.id)
         self.c.flows_evicted += 1
-        if not open_:
+        if level:
             self.c.flows_evicted_protected += 1
         self._finish(victim)
 

@@ -14,8 +14,9 @@ import pytest
 from conftest import CORPUS, needs_corpus
 from netwatch import floods
 from netwatch.eventlog import EventLog
-from netwatch.flows import Limits
+from netwatch.flows import Flow, Limits
 from netwatch.pipeline import Pipeline
+from netwatch.sessions import Session
 from netwatch.signatures import load_dir
 from netwatch.sources.capture import ReadStats
 
@@ -91,3 +92,26 @@ def test_segments_keep_no_more_than_the_inspection_bytes() -> None:
         f.add_tcp_payload(0, 1 + i * 1400, bytes(1400))
     assert len(f.streams[0]) == INSPECT_BYTES
     assert sum(map(len, f.segments[0])) == INSPECT_BYTES  # not 24 x 1,400
+
+
+
+def test_eviction_spares_a_busy_session_flow_over_a_flood_of_session_flows() -> None:
+    # A full table whose oldest flows are all in sessions: 16 handshake-only flows (a
+    # flood's, in a session of their own) and the real session's busy flow, idle longer
+    # than they are. The busy one stays; one of the flood's goes.
+    pipe = _pipeline(Limits())
+    dev = b"\xc0\xa8\x02\x6e"
+    busy = Flow(1, 6, b"\x5f\xed\x30\xd0", 59791, dev, 6900, 0.0)
+    busy.bytes, busy.last_ts = [40_000, 200_000], 3.4
+    flood = [Flow(2 + i, 6, dev, 20000 + i, bytes([100, 64, 0, i]), 3389, 3.5)
+             for i in range(16)]
+    for f in flood:
+        f.bytes, f.last_ts = [400, 300], 3.9
+    vnc, rdp = Session(1, "vnc", "192.168.2.110", 0.0), Session(2, "rdp", "192.168.2.110", 1.0)
+    vnc.flows, rdp.flows = [busy], list(flood)
+    for f in [busy, *flood]:
+        pipe.live[f.id] = f
+        pipe.sessions.by_flow[f.id] = vnc if f is busy else rdp
+    pipe._evict_idle()
+    assert busy.id in pipe.live and len(pipe.live) == 16
+    assert pipe.c.flows_evicted_protected == 1
