@@ -39,12 +39,12 @@ TIMEOUT_UDP = 300.0
 # so it is done rarely; a flow lives at most this much past its timeout.
 SWEEP_INTERVAL = 30.0
 # Flow table bound. The 1M-packet home mix (12 devices, 45 min) holds 3,643 flows at once
-# at most with these timeouts; 16,384 leaves four times that for a busy household. A flow costs
-# ~1.1 KiB decided (object, counters, both table entries), so the full table stays near
-# 20 MiB and a flood's replay under netwatch.floods.RSS_CAP_MIB. When full, the least
-# recently active flow that carries neither a session nor a detection is finished early
-# (see Pipeline._evict_idle).
-MAX_FLOWS = 16384
+# at most with these timeouts; 8,192 is over twice that. A flow costs ~1.1 KiB decided
+# (object, counters, both table entries), ~2.3 KiB with a detection's evidence: the full
+# table stays under 20 MiB, and a flood's replay under netwatch.floods.RSS_CAP_MIB. When
+# full, the least protected flow ends (see Pipeline._evict_idle): in a busier household,
+# an idle flow with no detection, which loses only the rest of its byte counts.
+MAX_FLOWS = 8192
 # Flows still being inspected (half-open, or no verdict yet) are a pool of their own within
 # the table, bounded apart: a SYN scan or a burst of new connections evicts its own flows,
 # oldest first, never a decided or busy one. The 1M-packet home mix has about 40 flows

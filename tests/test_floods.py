@@ -26,7 +26,7 @@ RDP = Path(__file__).parent / "pcaps" / "recorded" / "rdp-xrdp.pcap"
 # Each past the bound it tests at the defaults: the flow table (flows.MAX_FLOWS), the pool of
 # undecided flows (MAX_INSPECTING), findings and session peers (MAX_FINDINGS,
 # MAX_SESSION_PEERS); the SYN flood is the test below.
-CI_SIZES = {"flows": 40_000, "bulk": 8_000, "peers": 17_000}
+CI_SIZES = {"flows": 40_000, "bulk": 8_000, "peers": 12_000}
 
 
 def test_syn_burst_within_a_minute_keeps_the_session_and_its_alert(tmp_path: Path) -> None:
