@@ -980,17 +980,21 @@ class Pipeline:
 
     def _evict_idle(self) -> None:
         """The flow table is full (flows.MAX_FLOWS): among the oldest EVICT_SAMPLE flows,
-        the least protected (``_protection``), and of those the least recently active, ends;
-        the others more protected or more recently active move to the back. A flow of a
-        session ends only when all the sample are (counted apart, as is a detection's)."""
+        the least protected (``_protection``) ends: of flows in no session, the least
+        recently active; of a session's, the one that carried least (a flood's flows can
+        join a session of their own, and be newer than a real session's last packet, but
+        not carry what it does). The others move to the back. A flow of a session ends only
+        when all the sample are (counted apart, as is a detection's)."""
         live = self.live
-        sample = [(self._protection(f), f.last_ts, f)
-                  for f in islice(live.values(), EVICT_SAMPLE)]
+        sample = []
+        for f in islice(live.values(), EVICT_SAMPLE):
+            level = self._protection(f)
+            sample.append((level, f.last_ts if level < 2 else f.bytes[0] + f.bytes[1], f))
         if not sample:
             return
-        level, last, victim = min(sample, key=lambda x: (x[0], x[1]))
-        for lv, ts, f in sample:
-            if f is not victim and (lv, ts) > (level, last):
+        level, worth, victim = min(sample, key=lambda x: (x[0], x[1]))
+        for lv, w, f in sample:
+            if f is not victim and (lv, w) > (level, worth):
                 live.move_to_end(f.id)
         self.c.flows_evicted += 1
         if level:

@@ -95,23 +95,26 @@ def test_segments_keep_no_more_than_the_inspection_bytes() -> None:
 
 
 
-def test_eviction_spares_a_busy_session_flow_over_a_flood_of_session_flows() -> None:
+def test_eviction_spares_a_real_session_over_a_flood_of_session_flows() -> None:
     # A full table whose oldest flows are all in sessions: 16 handshake-only flows (a
-    # flood's, in a session of their own) and the real session's busy flow, idle longer
-    # than they are. The busy one stays; one of the flood's goes.
+    # flood's, in a session of their own) and the real session's two flows, idle longer
+    # than they are: one busy (flows.BUSY_BYTES), one that carried 12 kB so far. Both stay;
+    # one of the flood's goes.
     pipe = _pipeline(Limits())
     dev = b"\xc0\xa8\x02\x6e"
     busy = Flow(1, 6, b"\x5f\xed\x30\xd0", 59791, dev, 6900, 0.0)
     busy.bytes, busy.last_ts = [40_000, 200_000], 3.4
+    warm = Flow(99, 6, b"\x5f\xed\x30\xd0", 51559, dev, 6900, 0.0)
+    warm.bytes, warm.last_ts = [3_000, 9_000], 3.3
     flood = [Flow(2 + i, 6, dev, 20000 + i, bytes([100, 64, 0, i]), 3389, 3.5)
              for i in range(16)]
     for f in flood:
         f.bytes, f.last_ts = [400, 300], 3.9
     vnc, rdp = Session(1, "vnc", "192.168.2.110", 0.0), Session(2, "rdp", "192.168.2.110", 1.0)
-    vnc.flows, rdp.flows = [busy], list(flood)
-    for f in [busy, *flood]:
+    vnc.flows, rdp.flows = [busy, warm], list(flood)
+    for f in [busy, warm, *flood]:
         pipe.live[f.id] = f
-        pipe.sessions.by_flow[f.id] = vnc if f is busy else rdp
+        pipe.sessions.by_flow[f.id] = vnc if f in (busy, warm) else rdp
     pipe._evict_idle()
-    assert busy.id in pipe.live and len(pipe.live) == 16
+    assert busy.id in pipe.live and warm.id in pipe.live and len(pipe.live) == 17
     assert pipe.c.flows_evicted_protected == 1
