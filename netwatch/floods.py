@@ -38,9 +38,9 @@ from pathlib import Path
 
 from .sources.capture import ReadStats, open_capture
 
-# Peak RSS of a replay under any flood at the default bounds (flows.Limits). The goal is
-# 64 MiB; the interpreter with netwatch loaded is ~28 MiB of it (the bench's peak on the
-# home mix), the full flow table of decided flows ~30 MiB more.
+# Peak RSS of a replay under any flood at the default bounds (flows.Limits): a replay of
+# the session alone peaks at ~32 MiB (the interpreter, netwatch, the household), the full
+# flow table and the pool of undecided flows add under 25 MiB.
 RSS_CAP_MIB = 64
 FLOODS = {"flows": 1_000_000, "syns": 1_000_000, "bulk": 100_000, "peers": 200_000}
 SESSION_DEVICE = "192.168.2.110"  # the VNC server in ndpi_vnc.pcap, a household device
