@@ -7,6 +7,8 @@
 #                      answering 500, kill -9 of replay --notify and alert deliver (minutes)
 #   bash run.sh live-bench [--long]  netwatch run in network namespaces: live throughput
 #                      against ndpiReader, time to alert, memory (minutes, not in CI)
+#   bash run.sh fuzz   one million mutated corpus packets through the pipeline (not in CI)
+#   bash run.sh floods the four floods at full size around a real session (not in CI)
 # Installs with apt-get (as root, or through sudo) and pip into .venv; safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -92,6 +94,14 @@ case "${1:-}" in
     venv "[test]"
     as_root .venv/bin/python benchmarks/live_bench.py "${@:2}"
     ;;
+  fuzz)
+    venv ""
+    exec .venv/bin/netwatch fuzz --packets 1000000 "${@:2}"
+    ;;
+  floods)
+    venv ""
+    exec .venv/bin/netwatch floods "${@:2}"
+    ;;
   bench-nflog)
     # The nflog mode on a router namespace: the home mix through tcpreplay, what reaches
     # Python and its CPU per packet of line traffic (needs root; about 3 minutes).
@@ -110,7 +120,7 @@ case "${1:-}" in
       .venv/bin/python -m pytest -q -s -p no:cacheprovider tests/test_fault_loops.py
     ;;
   *)
-    echo "usage: bash run.sh demo|test|bench|bench-nflog|live-bench|faults" >&2
+    echo "usage: bash run.sh demo|test|bench|bench-nflog|live-bench|faults|fuzz|floods" >&2
     exit 64
     ;;
 esac

@@ -367,6 +367,98 @@ def bench(packets: int, seed: int, pcap: str | None, truth: str | None, runs: in
         sys.exit(1)
 
 
+@main.command("fuzz")
+@click.option("--packets", default=1_000_000, show_default=True,
+              help="Mutated packets to run (in cases of up to 48 frames).")
+@click.option("--seed", default=1, show_default=True)
+@click.option("--corpus", "corpus_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder of captures to mutate (default: the shared corpus, ../shared/pcaps).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Where reproducers of crashes and the slowest case are written "
+                   "(default: netwatch-fuzz in the temporary folder).")
+@click.option("--signatures", "sig_dir", default=DEFAULT_DIR, type=click.Path(file_okay=False))
+def fuzz_cmd(packets: int, seed: int, corpus_dir: str | None, out_dir: str | None,
+             sig_dir: str) -> None:
+    """Mutated captures from the corpus through the whole pipeline: reports crashes (each
+    with a reproducer file), the slowest case and throughput; exit 1 on any crash."""
+    import tempfile
+    from pathlib import Path
+
+    from .bench import shared_dir
+    from .floods import HOUSEHOLD
+    from .fuzz import fuzz
+    from .household import load_household
+
+    corpus = Path(corpus_dir) if corpus_dir else None
+    if corpus is None:
+        shared = shared_dir()
+        if shared is None:
+            raise click.UsageError("no corpus: give --corpus DIR (../shared/pcaps is not here)")
+        corpus = shared / "pcaps"
+    if out_dir is None:
+        out_dir = os.path.join(tempfile.gettempdir(), "netwatch-fuzz")
+    with tempfile.TemporaryDirectory(prefix="netwatch-fuzz-") as tmp:
+        house = os.path.join(tmp, "household.yaml")
+        with open(house, "w", encoding="utf-8") as fh:
+            fh.write(HOUSEHOLD)
+        household = load_household(house)
+    res = fuzz(corpus, packets, seed, _signatures(sig_dir), household,
+               Path(out_dir), progress=lambda r: click.echo(
+                   f"  {r.cases:,} cases, {r.packets:,} packets, {len(r.crashes)} crashes",
+                   err=True))
+    click.echo(f"cases: {res.cases:,} ({res.refused:,} refused by the reader, as they should "
+               f"be)\nmutated packets: {res.written:,} written, {res.packets:,} read in "
+               f"{res.seconds:.1f} s "
+               f"({res.packets_per_s:,.0f} packets/s)\n"
+               f"slowest case: #{res.slowest_case}, {res.slowest_s * 1000:.1f} ms for "
+               f"{res.slowest_packets} packets ({res.slowest_file})\n"
+               f"crashes: {len(res.crashes)}")
+    for c in res.crashes:
+        click.echo(f"  case {c.case}: {c.reproducer}\n    " + c.error.replace("\n", "\n    "))
+    if res.crashes:
+        sys.exit(1)
+
+
+@main.command("floods")
+@click.option("--scale", default=1.0, show_default=True,
+              help="Fraction of the full sizes (1M flows, 1M SYNs, 100k bulk flows, 200k "
+                   "peers).")
+@click.option("--only", "only", multiple=True, type=click.Choice(["flows", "syns", "bulk",
+                                                                   "peers"]))
+@click.option("--corpus", "corpus_dir", type=click.Path(file_okay=False), default=None,
+              help="The shared corpus (default ../shared/pcaps): its ndpi_vnc.pcap.")
+def floods_cmd(scale: float, only: tuple[str, ...], corpus_dir: str | None) -> None:
+    """Each flood around a real VNC session: the session kept, its alert, peak RSS against
+    the cap; exit 1 if any falls short."""
+    from pathlib import Path
+
+    from . import floods
+    from .bench import shared_dir
+
+    corpus = Path(corpus_dir) if corpus_dir else None
+    if corpus is None:
+        shared = shared_dir()
+        if shared is None:
+            raise click.UsageError("no corpus: give --corpus DIR (../shared/pcaps is not here)")
+        corpus = shared / "pcaps"
+    rdp = Path(__file__).resolve().parents[1] / "tests" / "pcaps" / "recorded" / "rdp-xrdp.pcap"
+    if not rdp.is_file():
+        rdp = corpus / "ndpi_rdp.pcap"
+    failed = 0
+    click.echo(f"cap: {floods.RSS_CAP_MIB} MiB peak RSS")
+    for kind, full in floods.FLOODS.items():
+        if only and kind not in only:
+            continue
+        o = floods.run(kind, max(1, int(full * scale)), corpus, rdp)
+        failed += not o.ok
+        click.echo(f"{kind:6} {o.size:>9,} ({o.packets:,} packets): peak RSS "
+                   f"{o.peak_rss_mib:.1f} MiB; session detected {o.detected}, active "
+                   f"{o.active}, kept {o.kept}, banking alert {o.alert}; largest session "
+                   f"event {o.session_event_bytes} bytes -> {'ok' if o.ok else 'FAILED'}")
+    if failed:
+        sys.exit(1)
+
+
 @main.command("check-config")
 @click.argument("file", type=click.Path(dir_okay=True))
 @click.option("--now", "now_text", metavar="ISO8601",

@@ -50,6 +50,8 @@ FLOW_ID_MASK = (1 << 51) - 1
 # Community ID v1 (github.com/corelight/community-id-spec, README "Pseudo code"): a 16-bit
 # seed, 0 unless the operator sets one to keep sensors' ids apart.
 COMMUNITY_ID_SEED = 0
+# The last second the event log's timestamps can spell (9999-12-31T23:59:59).
+MAX_EVENT_TS = 253402300799.0
 
 # Characters a JSON encoder may leave raw that some line readers split on (U+0085 NEL, U+2028
 # LINE SEPARATOR, U+2029 PARAGRAPH SEPARATOR: Python's str.splitlines, JavaScript before
@@ -74,6 +76,9 @@ def iso_timestamp(ts: float) -> str:
 
     Called once per event: the text up to the second is kept from the previous call, since
     the events of a burst share their second."""
+    # A time no calendar reaches (a live source's corrupt clock; capture files skip such
+    # records) is written as the nearest one there is.
+    ts = min(max(ts, 0.0), MAX_EVENT_TS)
     frac, whole = math.modf(ts)
     sec = int(whole)
     us = round(frac * 1e6)  # as datetime.fromtimestamp rounds

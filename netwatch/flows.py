@@ -8,6 +8,7 @@ After that it only counts. Bounds are named here with the reasoning behind each.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .eventlog import community_id, flow_id
@@ -37,10 +38,54 @@ TIMEOUT_UDP = 300.0
 # How often (in packet time) idle flows are looked for. Checking every flow costs O(flows),
 # so it is done rarely; a flow lives at most this much past its timeout.
 SWEEP_INTERVAL = 30.0
-# Flow table bound. The 1M-packet home mix (12 devices, 45 min) holds ~3,000 flows at once
-# with these timeouts; 65,536 leaves room for a busy household and still bounds memory to
-# a few tens of MiB. When full, the oldest flow is finished early.
-MAX_FLOWS = 65536
+# Flow table bound. The 1M-packet home mix (12 devices, 45 min) holds 3,643 flows at once
+# at most with these timeouts; 8,192 is over twice that. A flow costs ~1.1 KiB decided
+# (object, counters, both table entries), ~2.3 KiB with a detection's evidence: the full
+# table stays under 20 MiB, and a flood's replay under netwatch.floods.RSS_CAP_MIB. When
+# full, the least protected flow ends (see Pipeline._evict_idle): in a busier household,
+# an idle flow with no detection, which loses only the rest of its byte counts.
+MAX_FLOWS = 8192
+# Flows still being inspected (half-open, or no verdict yet) are a pool of their own within
+# the table, bounded apart: a SYN scan or a burst of new connections evicts its own flows,
+# oldest first, never a decided or busy one. The 1M-packet home mix has about 40 flows
+# undecided at once (most decide or give up within their first 2-4 payload packets); 2,048
+# is 50 times that. A flood's flows, one-sided, keep under ~5 KiB of payload each
+# (ONE_SIDED_BYTES, once as a stream and once as packets): the pool stays near 10 MiB.
+MAX_INSPECTING = 2048
+# Flows looked at to choose one to evict from the table when it is full: the least recently
+# active of these goes, and the others more recent than it move to the back. A sample, not
+# a sorted table, so that counting a packet never reorders anything.
+EVICT_SAMPLE = 16
+# A session's flow that has carried this much (both ways) is in use, not a handshake: it is
+# evicted last. A handshake, certificates included, is a few KiB; a flood would have to send
+# this much on each of its flows to look the same.
+BUSY_BYTES = 16384
+# A flow where one side alone has spoken and no recogniser is left stops inspecting once
+# that side has sent this many bytes: the other side's first byte could bring recognisers
+# back (a server's answer to a garbled request), but a client that sent 2 KiB unanswered
+# is bulk data, not a handshake. (Every handshake of the corpus answers within 1.5 KiB.)
+ONE_SIDED_BYTES = 2048
+# Findings kept for the summary: those of remote-access verdicts (above a scan) up to
+# MAX_FINDINGS, scans up to MAX_SCAN_FINDINGS (a port scan makes one per port probed); past
+# these they are counted (Counters.findings_dropped), the events are still written.
+MAX_FINDINGS = 4096
+MAX_SCAN_FINDINGS = 256
+# Remote peers (addresses and names) kept per session: the session event lists them, so it
+# must stay small; past this they are counted in the event (``peers_more``).
+MAX_SESSION_PEERS = 64
+
+
+
+@dataclass
+class Limits:
+    """The bounds of the pipeline's tables (defaults above, with their reasons)."""
+
+    max_flows: int = MAX_FLOWS
+    max_inspecting: int = MAX_INSPECTING
+    max_findings: int = MAX_FINDINGS
+    max_scan_findings: int = MAX_SCAN_FINDINGS
+    max_session_peers: int = MAX_SESSION_PEERS
+
 
 SEQ_MOD = 1 << 32
 SEQ_HALF = 1 << 31
@@ -182,7 +227,12 @@ class Flow:
         room = INSPECT_BYTES - len(s)
         if room > 0:
             s += data[:room]
-        self.segments[d].append(data[:INSPECT_BYTES])
+        # The first packets too are kept up to INSPECT_BYTES a direction in all (recognisers
+        # read the first few; 24 full-size segments would be 24 times the stream).
+        segs = self.segments[d]
+        room = INSPECT_BYTES - sum(map(len, segs))
+        if room > 0:
+            segs.append(data[:room])
 
     def skip_opening(self, skip: tuple[int, int]) -> None:
         """Forget the first ``skip[d]`` bytes of each direction (a proxy's opening): the

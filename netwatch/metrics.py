@@ -85,6 +85,11 @@ UNKNOWN_DEVICE = "unknown"  # a LAN address the household file does not name
 DECODE_ERRORS = {"malformed": "malformed", "unsupported_link": "unsupported_link",
                  "dns_malformed": "dns_malformed"}
 SKIPPED = {"fragment": "fragments", "non_ip": "non_ip", "other_l4": "other_l4"}
+# What the bounds of netwatch.flows.Limits cut short, by what was cut.
+BOUNDED = {"flow_evicted_undecided": "flows_evicted_undecided",
+           "flow_evicted_protected": "flows_evicted_protected",
+           "inspection_stopped_one_sided": "inspect_stopped_one_sided",
+           "finding_dropped": "findings_dropped", "session_peer_dropped": "session_peers_dropped"}
 OUTBOX_STATUSES = ("pending", "sent", "failed")
 
 
@@ -136,6 +141,11 @@ class PipelineCollector(Collector):
         yield _counter("netwatch_flows_total", "Flows seen.", {}, c.flows)
         yield _counter("netwatch_flows_evicted_total", "Flows finished early because the "
                        "flow table was full.", {}, c.flows_evicted)
+        yield _labelled(CounterMetricFamily, "netwatch_bounded_total", "What a table's bound "
+                        "cut short, by what: flows evicted from the pool of undecided ones "
+                        "or with a session or detection, inspections stopped, findings and "
+                        "session peers not kept.", ["what"],
+                        {(k,): getattr(c, f) for k, f in BOUNDED.items()})
         yield _labelled(CounterMetricFamily, "netwatch_decode_errors_total", "Packets or DNS "
                         "answers that could not be decoded, by reason.", ["reason"],
                         {(k,): getattr(c, f) for k, f in DECODE_ERRORS.items()})

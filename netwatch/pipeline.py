@@ -9,23 +9,28 @@ from __future__ import annotations
 
 import struct
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from . import decode as dec
 from .addresses import ip_bytes, ip_text, is_lan_address
 from .eventlog import COMMUNITY_ID_SEED, EventLog, iso_timestamp
 from .flows import (
+    BUSY_BYTES,
+    EVICT_SAMPLE,
     INSPECT_BYTES,
     INSPECT_PACKETS,
-    MAX_FLOWS,
+    ONE_SIDED_BYTES,
     SWEEP_INTERVAL,
     TIMEOUT_TCP_CLOSED,
     TIMEOUT_TCP_ESTABLISHED,
     TIMEOUT_TCP_NEW,
     TIMEOUT_UDP,
     Flow,
+    Limits,
 )
 from .names import DnsError, NameCache, parse_response
 from .recognisers import GIVE_UP, Detection, Evidence, Recogniser, load_all
@@ -37,6 +42,7 @@ from .sources.capture import (
     EPB_OVERHEAD,
     MAX_BLOCK,
     MAX_RECORD,
+    MAX_TIMESTAMP,
     PcapFile,
     PcapngFile,
     ReadStats,
@@ -146,7 +152,12 @@ class Counters:
     other_l4: int = 0
     unsupported_link: int = 0
     flows: int = 0
-    flows_evicted: int = 0
+    flows_evicted: int = 0  # all flows finished early to stay within the bounds
+    flows_evicted_undecided: int = 0  # ... of them, from the pool of flows being inspected
+    flows_evicted_protected: int = 0  # ... of them, flows with a session or a detection
+    inspect_stopped_one_sided: int = 0  # flows no longer inspected: one side, no recogniser
+    findings_dropped: int = 0  # findings not kept for the summary (the events were written)
+    session_peers_dropped: int = 0  # session peers not listed (the event's peers_more)
     max_concurrent_flows: int = 0
     dns_answers: int = 0
     dns_malformed: int = 0
@@ -204,15 +215,17 @@ class Result:
 class Pipeline:
     def __init__(self, signatures: SignatureSet, log: EventLog,
                  recognisers: Iterable[str] | None = None, household: Any = None,
-                 thresholds: Thresholds | None = None):
+                 thresholds: Thresholds | None = None, limits: Limits | None = None):
         self.sigs = signatures
+        self.limits = limits = limits or Limits()
         self.log = log
         # The household (netwatch.household.Household) names devices, and with it the
         # policy turns sessions into alerts; without it sessions are still tracked.
         self.household = household
         if thresholds is None and household is not None and household.sessions:
             thresholds = thresholds_from(household.sessions)
-        self.sessions = SessionTracker(self._session_event, thresholds)
+        self.sessions = SessionTracker(self._session_event, thresholds,
+                                       max_peers=limits.max_session_peers)
         self.sessions.is_device = self._is_device
         if household is not None:
             from .policy import Policy, display_names
@@ -229,9 +242,15 @@ class Pipeline:
         self.udp: dict[bytes, tuple[Flow, int]] = {}
         self.tables = {TCP: self.tcp, UDP: self.udp}
         self._fast = fast_path(self.tcp, self.udp)
-        # Every live flow once, oldest first (dicts keep insertion order): what sweeps,
-        # eviction and the end of a file walk.
-        self.live: dict[int, Flow] = {}
+        # Every live flow once, oldest first (save the flows eviction passed over, moved to
+        # the back): what sweeps, eviction and the end of a file walk. Ordered dicts pop and
+        # reorder at their front in constant time, where a plain dict's emptied front slows
+        # every look at its first item.
+        self.live: OrderedDict[int, Flow] = OrderedDict()
+        # The flows still being inspected (or that were at their last sweep), oldest first:
+        # the pool a flood of new connections evicts from (flows.MAX_INSPECTING).
+        self.undecided: OrderedDict[int, Flow] = OrderedDict()
+        self.scan_findings = 0  # of self.findings, those of scans
         # The pseudo-flows of lookups read from a resolver's log, by device, resolver, tool.
         self.lookup_flows: dict[tuple[bytes, bytes, str], Flow] = {}
         self.names = NameCache()
@@ -285,6 +304,7 @@ class Pipeline:
         self._next_sweep = self._sweep_due = 0.0
         if stats.truncated:
             self.c.files_truncated += 1
+        self.c.malformed += stats.bad_timestamps
 
     def feed(self, frames: Iterable[LiveFrame]) -> None:
         """Frames one by one, ``(ts, linktype, frame, wire_len)``: a live source's batch,
@@ -503,12 +523,16 @@ class Pipeline:
                 if iface >= nif:
                     continue  # a packet of an interface never described: not readable
                 lt, unit = ifaces[iface]
+                t = ((hi << 32) | lo) * unit
+                if t > MAX_TIMESTAMP:  # past the year 9999: a corrupt record (malformed)
+                    src.st.bad_timestamps += 1
+                    continue
+                ts = t
                 packets += 1
                 if not incl <= wire <= max_record:
                     wire = incl
                 nbytes += wire
                 captured += incl
-                ts = ((hi << 32) | lo) * unit
                 if lt == ethernet and ts < next_sweep and fast(buf, o, incl, wire, ts):
                     counted += 1
                     continue
@@ -645,8 +669,11 @@ class Pipeline:
         live = len(self.live)
         if live > c.max_concurrent_flows:
             c.max_concurrent_flows = live
-        if live > MAX_FLOWS:
-            self._evict_oldest()
+        self.undecided[f.id] = f
+        if len(self.undecided) > self.limits.max_inspecting:
+            self._evict_undecided()
+        if len(self.live) > self.limits.max_flows:
+            self._evict_idle()
         if DNS_PORT in (sport_, cport):
             f.dns_tools = set()
             if proto == UDP:
@@ -687,8 +714,12 @@ class Pipeline:
             if best.confidence == "high":
                 f.stop_inspecting()
                 return
-        if not keep and f.narrowed_on is None:
-            f.stop_inspecting()  # (narrowed on one side: wait for the other side first)
+        if not keep and (f.narrowed_on is None
+                         or len(f.streams[f.narrowed_on]) >= ONE_SIDED_BYTES):
+            # (Narrowed on one side: wait for the other side first, for a while.)
+            if f.narrowed_on is not None:
+                self.c.inspect_stopped_one_sided += 1
+            f.stop_inspecting()
 
     def _unwrap(self, f: Flow, ts: float) -> bool:
         """A proxy's or gateway's opening (recognisers.proxy): once it is complete, the
@@ -835,14 +866,33 @@ class Pipeline:
         f.events += 1
         fnd = self.findings.get(f.id)
         if fnd is None:
-            self.findings[f.id] = Finding(f.id, ts, ts, PROTO_NAME[f.proto], client,
-                                          f.client_port, server, f.server_port, det,
-                                          self.pcap_name, f.name, eve_flow_id=ev["flow_id"])
+            if self._finding_room(det):
+                self.findings[f.id] = Finding(f.id, ts, ts, PROTO_NAME[f.proto], client,
+                                              f.client_port, server, f.server_port, det,
+                                              self.pcap_name, f.name,
+                                              eve_flow_id=ev["flow_id"])
         else:
+            if fnd.detection.role == "scan" and det.role != "scan":
+                self.scan_findings -= 1
             fnd.detection = det
             fnd.ts = ts
         self.sessions.on_detection(f, det, ts)
+        self.c.session_peers_dropped = self.sessions.peers_dropped
         self._next_sweep = min(self._next_sweep, self.sessions.next_tick)
+
+    def _finding_room(self, det: Detection) -> bool:
+        """Whether a new finding is kept (flows.MAX_FINDINGS, MAX_SCAN_FINDINGS); counted
+        when it is not."""
+        lim = self.limits
+        if det.role == "scan":
+            if self.scan_findings >= lim.max_scan_findings:
+                self.c.findings_dropped += 1
+                return False
+            self.scan_findings += 1
+        elif len(self.findings) - self.scan_findings >= lim.max_findings:
+            self.c.findings_dropped += 1
+            return False
+        return True
 
     # ------------------------------------------------------------------ DNS
 
@@ -988,7 +1038,7 @@ class Pipeline:
         key = (cip, rip, tool)
         f = self.lookup_flows.get(key)
         if f is None or f.id not in self.live:
-            if len(self.lookup_flows) > MAX_FLOWS:
+            if len(self.lookup_flows) > self.limits.max_flows:
                 self.lookup_flows = {k: v for k, v in self.lookup_flows.items()
                                      if v.id in self.live}
             f = Flow(self._next_id, UDP, cip, 0, rip, DNS_PORT, ts)
@@ -999,8 +1049,8 @@ class Pipeline:
             self.lookup_flows[key] = f
             self.live[f.id] = f
             self.c.flows += 1
-            if len(self.live) > MAX_FLOWS:
-                self._evict_oldest()
+            if len(self.live) > self.limits.max_flows:
+                self._evict_idle()
         f.pkts[0] += 1
         f.last_ts = ts
         return f
@@ -1106,6 +1156,8 @@ class Pipeline:
 
     def _sweep(self, now: float) -> None:
         self._sweep_due = now + SWEEP_INTERVAL
+        # Flows decided since they joined the pool of undecided ones leave it now.
+        self.undecided = OrderedDict((i, f) for i, f in self.undecided.items() if f.inspecting)
         expired = []
         for f in self.live.values():
             idle = now - f.last_ts
@@ -1122,10 +1174,49 @@ class Pipeline:
         for f in expired:
             self._finish(f)
 
-    def _evict_oldest(self) -> None:
-        if self.live:
+    def _protection(self, f: Flow) -> int:
+        """How much eviction spares a flow: 3 in a session and busy (flows.BUSY_BYTES), 2
+        in a session, 1 with a detection (a scan, given only when a flow ends, is not
+        one), 0 none of these."""
+        if f.id in self.sessions.by_flow:
+            return 3 if f.bytes[0] + f.bytes[1] >= BUSY_BYTES else 2
+        return 1 if f.verdict is not None and f.verdict.role != "scan" else 0
+
+    def _evict_undecided(self) -> None:
+        """The pool of flows being inspected is full: its oldest flow that is still
+        undecided and not protected ends (flows.MAX_INSPECTING). Flows decided since they
+        joined, or protected, just leave the pool."""
+        pool, live = self.undecided, self.live
+        while len(pool) > self.limits.max_inspecting:
+            fid, f = pool.popitem(last=False)
+            if not f.inspecting or fid not in live or self._protection(f):
+                continue
             self.c.flows_evicted += 1
-            self._finish(next(iter(self.live.values())))
+            self.c.flows_evicted_undecided += 1
+            self._finish(f)
+
+    def _evict_idle(self) -> None:
+        """The flow table is full (flows.MAX_FLOWS): among the oldest EVICT_SAMPLE flows,
+        the least protected (``_protection``) ends: of flows in no session, the least
+        recently active; of a session's, the one that carried least (a flood's flows can
+        join a session of their own, and be newer than a real session's last packet, but
+        not carry what it does). The others move to the back. A flow of a session ends only
+        when all the sample are (counted apart, as is a detection's)."""
+        live = self.live
+        sample = []
+        for f in islice(live.values(), EVICT_SAMPLE):
+            level = self._protection(f)
+            sample.append((level, f.last_ts if level < 2 else f.bytes[0] + f.bytes[1], f))
+        if not sample:
+            return
+        level, worth, victim = min(sample, key=lambda x: (x[0], x[1]))
+        for lv, w, f in sample:
+            if f is not victim and (lv, w) > (level, worth):
+                live.move_to_end(f.id)
+        self.c.flows_evicted += 1
+        if level:
+            self.c.flows_evicted_protected += 1
+        self._finish(victim)
 
     def _finish(self, f: Flow) -> None:
         """A flow ends (timeout, eviction, end of input): last look, then forget it."""
@@ -1133,6 +1224,7 @@ class Pipeline:
         table.pop(f.key, None)
         table.pop(f.rkey, None)
         self.live.pop(f.id, None)
+        self.undecided.pop(f.id, None)
         if f.inspecting and f.candidates and f.payload_pkts:
             f.closing = True
             self._inspect(f, f.last_ts)

@@ -47,7 +47,7 @@ from typing import Any
 
 from .addresses import is_lan_address
 from .eventlog import iso_timestamp
-from .flows import Flow
+from .flows import MAX_SESSION_PEERS, Flow
 from .recognisers import Detection
 
 CARRIER_ROLES = ("session", "relay", "rendezvous", "unknown")
@@ -98,6 +98,7 @@ class Session:
     direct: bool = False
     flows: list[Flow] = field(default_factory=list)
     peers: set[str] = field(default_factory=set)  # remote addresses and names
+    peers_more: int = 0  # peers seen past the tracker's max_peers, not kept
     ended_bytes: list[int] = field(default_factory=lambda: [0, 0])  # of flows no longer held
     # Bytes its flows had carried when they joined (the handshakes): not counted in rates.
     joined_bytes: list[int] = field(default_factory=lambda: [0, 0])
@@ -147,8 +148,10 @@ class SessionTracker:
     event (a dict without the envelope's device, which the pipeline adds)."""
 
     def __init__(self, emit: Callable[[dict[str, Any], Session], None],
-                 thresholds: Thresholds | None = None):
+                 thresholds: Thresholds | None = None, max_peers: int = MAX_SESSION_PEERS):
         self.t = thresholds or Thresholds()
+        self.max_peers = max_peers
+        self.peers_dropped = 0  # over all sessions, peers not kept (``peers_more``)
         self.emit = emit
         self.open: dict[tuple[str, str], Session] = {}
         self.by_flow: dict[int, Session] = {}
@@ -180,11 +183,12 @@ class SessionTracker:
             if new:
                 self._change(s, s.state, ts)
             return
-        s.peers.add(ip_str(f.server_ip if ip_str(f.client_ip) == device else f.client_ip))
+        self._add_peer(s, ip_str(f.server_ip if ip_str(f.client_ip) == device
+                                 else f.client_ip))
         if f.name:
-            s.peers.add(f.name)
+            self._add_peer(s, f.name)
         if f.proxy is not None and f.proxy.host:
-            s.peers.add(f.proxy.host)  # the proxy's target: who is really at the other end
+            self._add_peer(s, f.proxy.host)  # the proxy's target: who is really there
         state = s.state
         if det.role in RELAY_ROLES:
             s.relayed = True
@@ -196,6 +200,16 @@ class SessionTracker:
             self._change(s, state, ts)
         if self.next_tick == float("inf"):
             self.next_tick = ts + self.t.tick_s
+
+    def _add_peer(self, s: Session, peer: str) -> None:
+        """A peer for the session's list, while it has room (``max_peers``)."""
+        if peer in s.peers:
+            return
+        if len(s.peers) < self.max_peers:
+            s.peers.add(peer)
+        else:
+            s.peers_more += 1
+            self.peers_dropped += 1
 
     def on_lookup(self, f: Flow, tool: str, ts: float) -> None:
         """A relay's name looked up, read from the resolver's log (``f.from_log``).
@@ -418,6 +432,8 @@ class SessionTracker:
             "bytes_toserver": out, "bytes_toclient": inn,
             "flows": [f.flow_id() for f in s.flows], "peers": sorted(s.peers),
         }
+        if s.peers_more:
+            body["peers_more"] = s.peers_more
         if s.active_since is not None:
             body["active_since"] = iso_timestamp(s.active_since)
         if s.returning:

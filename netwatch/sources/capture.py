@@ -27,6 +27,9 @@ PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
 # A frame larger than this is a corrupt length field, not a packet: 256 KiB is the largest
 # snaplen libpcap uses (MAXIMUM_SNAPLEN in pcap-int.h), and tcpdump refuses larger records.
 MAX_RECORD = 262144
+# A packet time past the last second of the year 9999 is a corrupt record, not a packet:
+# no calendar the event log writes reaches it (pcapng's 64-bit timestamps can).
+MAX_TIMESTAMP = 253402300799.0
 # Reading in large chunks keeps syscalls off the per-packet path.
 READ_CHUNK = 1 << 20
 
@@ -53,6 +56,7 @@ class ReadStats:
     truncated: bool = False
     truncated_detail: str = ""
     interfaces: list[int] = field(default_factory=list)
+    bad_timestamps: int = 0  # records skipped for a time past MAX_TIMESTAMP (malformed)
 
 
 def open_capture(path: str, stats: ReadStats | None = None) -> Iterator[Frame]:
@@ -289,8 +293,11 @@ class PcapngFile(ChunkedFile):
                 _t, _l, iface, ts_hi, ts_lo, incl, orig = self.epb.unpack_from(data, pos)
                 if iface < len(ifaces) and incl <= blen:
                     lt, unit = ifaces[iface]
-                    yield (((ts_hi << 32) | ts_lo) * unit, lt, data[body + 20:body + 20 + incl],
-                           wire_length(incl, orig))
+                    ts = ((ts_hi << 32) | ts_lo) * unit
+                    if ts > MAX_TIMESTAMP:
+                        self.st.bad_timestamps += 1
+                    else:
+                        yield ts, lt, data[body + 20:body + 20 + incl], wire_length(incl, orig)
             elif btype == 3 and blen >= 16:  # Simple Packet Block: no timestamp, interface 0
                 if ifaces:
                     # The block's length field is the original packet length (pcapng §4.4).
@@ -303,8 +310,11 @@ class PcapngFile(ChunkedFile):
                                                                              data, body)
                 if iface < len(ifaces):
                     lt, unit = ifaces[iface]
-                    yield (((ts_hi << 32) | ts_lo) * unit, lt, data[body + 20:body + 20 + incl],
-                           wire_length(incl, orig))
+                    ts = ((ts_hi << 32) | ts_lo) * unit
+                    if ts > MAX_TIMESTAMP:
+                        self.st.bad_timestamps += 1
+                    else:
+                        yield ts, lt, data[body + 20:body + 20 + incl], wire_length(incl, orig)
             elif btype == 1:  # Interface Description Block
                 lt = struct.unpack_from(bo + "H", data, body)[0]
                 unit = _if_tsresol(data, body + 8, pos + blen - 4, bo)
