@@ -58,12 +58,12 @@ case "${1:-}" in
     # network namespaces, watched by netwatch run and a Prometheus server. (On a machine
     # without systemd, xrdp's postinst may start a system xrdp; the live tests stop it, as
     # its pid files would clash with theirs.)
-    # shellcheck, systemd (systemd-analyze) and prometheus-alertmanager: the deploy files'
-    # tests (tests/test_deploy_*.py), the fleet's alert path among them.
+    # shellcheck, systemd (systemd-analyze), prometheus-alertmanager and rsyslog: the deploy
+    # files' tests (tests/test_deploy_*.py), the fleet's alert path and log shipping among them.
     apt_install tshark libndpi-bin iproute2 iputils-ping ethtool tcpdump tcpreplay nftables \
       conntrack dnsmasq-base procps passwd openssl xvfb x11-apps x11-xserver-utils xdotool \
       x11vnc tigervnc-viewer freerdp2-x11 xrdp xorgxrdp openssh-server openssh-client \
-      prometheus shellcheck systemd prometheus-alertmanager
+      prometheus shellcheck systemd prometheus-alertmanager rsyslog
     venv "[test]"
     .venv/bin/ruff check netwatch tests --exclude tests/pcaps
     .venv/bin/mypy netwatch

@@ -187,8 +187,8 @@ def test_rsyslog_ships_alerts_sessions_and_stats_never_dns_or_detections(
 def test_rsyslog_reads_the_shipping_config(tmp_path: Path) -> None:
     rsyslogd = shutil.which("rsyslogd")
     if rsyslogd is None:
-        pytest.skip("rsyslogd is not installed (Debian's rsyslog: the default log daemon; "
-                    "not installed by the tests, whose machine may share it)")
+        pytest.skip("rsyslogd is not installed (Debian's rsyslog, which bash run.sh test "
+                    "installs)")
     master = tmp_path / "rsyslog.conf"  # as Debian's /etc/rsyslog.conf includes it
     master.write_text(f'global(workDirectory="{tmp_path}")\n'
                       f'include(file="{FLEET / "rsyslog-netwatch.conf"}")\n')
