@@ -329,6 +329,7 @@ class Daemon:
         self.control = self._control_server()
         self.metrics, self.textfile = build_metrics(pipe, s, self.source)
         if s.user and os.geteuid() == 0:
+            self._load_before_dropping_root()
             self._become_user(s.user)
         self.delivery = Delivery(s.state_dir, self.clock, self.senders)
         self.delivery.start()
@@ -374,6 +375,18 @@ class Daemon:
         except OSError as e:
             raise StartError(f"cannot listen on {self.s.control_listen} for the control "
                              f"endpoint: {e.strerror or e}") from None
+
+    def _load_before_dropping_root(self) -> None:
+        """Read now what the daemon may need after it has given up root. Once it runs as an
+        unprivileged user, the installation's folders may be closed to it (a virtual
+        environment under a private home, a checkout in a 0700 folder), and a lazy import or
+        the first read of a message catalogue would fail at the first alert."""
+        from . import actions, control, messages, notify, outbox, policy, senders  # noqa: F401
+
+        for language in messages.LANGUAGES:
+            messages.catalogue(language)
+        if self.blocker is not None:
+            importlib.import_module(".block.nftables", __package__)
 
     def _become_user(self, user: str) -> None:
         from .service import CAP_NET_ADMIN, CAP_NET_RAW, PrivilegeError, chown_tree, drop_privileges
