@@ -41,13 +41,13 @@ class Chain:
 
 def run_nft(commands: list[dict[str, Any]]) -> None:
     """Apply ``commands`` as one transaction."""
-    _nft(["-j", "-f", "-"], json.dumps({"nftables": commands}))
+    nft_command(["-j", "-f", "-"], json.dumps({"nftables": commands}))
 
 
 def list_table() -> list[dict[str, Any]] | None:
     """netwatch's table as nft's JSON objects (chains, rules, sets…); None if absent."""
     try:
-        out = _nft(["-j", "list", "table", FAMILY, TABLE], None)
+        out = nft_command(["-j", "list", "table", FAMILY, TABLE], None)
     except NftError as e:
         if "No such file or directory" in str(e):
             return None
@@ -59,7 +59,7 @@ def list_table() -> list[dict[str, Any]] | None:
 def flowtables() -> list[str]:
     """The flowtables of other tables ("family table name"), read only: a flow that
     enters one skips the forward hook from then on (see the README on offloading)."""
-    out = _nft(["-j", "list", "flowtables"], None)
+    out = nft_command(["-j", "list", "flowtables"], None)
     found = [o["flowtable"] for o in json.loads(out).get("nftables", []) if "flowtable" in o]
     return [f"{f['family']} {f['table']} {f['name']}" for f in found if f["table"] != TABLE]
 
@@ -105,8 +105,10 @@ def available() -> bool:
     return shutil.which("nft") is not None
 
 
-def _nft(args: list[str], stdin: str | None) -> str:
-    argv = ["nft", *args]
+def nft_command(args: list[str], stdin: str | None, nft: str = "nft") -> str:
+    """Run ``nft`` (the binary ``nft``) with ``args`` and ``stdin``: its output, or NftError
+    with one line saying why. The capture table and the blocking backend both use it."""
+    argv = [nft, *args]
     try:
         p = subprocess.run(argv, input=stdin, capture_output=True, text=True,
                            timeout=NFT_TIMEOUT_S, check=False)

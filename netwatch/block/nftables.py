@@ -35,6 +35,7 @@ import subprocess
 from collections.abc import Iterable
 from typing import Any
 
+from ..nft import NftError, nft_command
 from .layer import BackendError, Pair
 from .reset import KICK_MARK, kick
 
@@ -105,15 +106,9 @@ class NftablesBackend:
 
     def _run(self, args: list[str], stdin: str | None = None) -> str:
         try:
-            p = subprocess.run([self.nft, *args], input=stdin, capture_output=True, text=True,
-                               timeout=TOOL_TIMEOUT_S, check=False)
-        except FileNotFoundError:
-            raise BackendError("nft is not installed (the nftables package)") from None
-        except subprocess.TimeoutExpired:
-            raise BackendError(f"nft did not answer within {TOOL_TIMEOUT_S:.0f} s") from None
-        if p.returncode != 0:
-            raise BackendError(f"nft: {p.stderr.strip() or p.returncode}")
-        return p.stdout
+            return nft_command(args, stdin, self.nft)
+        except NftError as e:
+            raise BackendError(str(e)) from None
 
     def apply(self, commands: list[dict[str, Any]]) -> None:
         """One transaction: all of ``commands`` or none."""
