@@ -110,3 +110,14 @@ def ntfy() -> Iterator[Any]:
         yield fake
     finally:
         fake.stop()
+
+
+def household_yaml(device: str, ip: str, *, country: str | None = None,
+                   extra: str = "") -> str:
+    """A one-person household file for the daemon's tests: Maria's ``device`` at ``ip`` and
+    Pieter as her carer, whose ntfy target (127.0.0.1:9, the discard port) nobody answers.
+    ``extra`` is added under the device (its policy) and after it (help windows)."""
+    who = "{language: en" + (f", country: {country}" if country else "") + "}"
+    return (f"timezone: UTC\npeople:\n  Maria: {who}\ncarers:\n  - name: Pieter\n"
+            f"    language: en\n    notify: [ntfy://127.0.0.1:9/maria]\n    for: [Maria]\n"
+            f"devices:\n  - name: {device}\n    person: Maria\n    ips: [{ip}]\n{extra}")

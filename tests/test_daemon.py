@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from scenarios import Piece
 from test_eventlog_schema import _check as check_schema
 
-from conftest import RECORDED, signatures
+from conftest import RECORDED, household_yaml, signatures
 from netwatch.cli import main
 from netwatch.config import ConfigError, Settings, load_settings, looks_like_settings
 from netwatch.daemon import HISTORY_FILE, Daemon
@@ -31,26 +31,14 @@ from netwatch.service import Notify, OneLine
 # help window below opens.
 T0 = datetime(2026, 3, 2, 9, 59, 50, tzinfo=UTC)
 
-HOUSEHOLD = """\
-timezone: UTC
-people:
-  Maria: {language: en, country: be}
-carers:
-  - name: Pieter
-    language: en
-    notify: [ntfy://127.0.0.1:9/maria]
-    for: [Maria]
-devices:
-  - name: laptop
-    person: Maria
-    ips: [10.99.0.1]
+HOUSEHOLD = household_yaml("laptop", "10.99.0.1", country="be", extra="""\
 help_windows:
   - name: Pieter helps on Monday mornings
     days: [mon]
     start: "10:00"
     end: "11:00"
     people: [Maria]
-"""
+""")
 
 
 def _household(tmp_path: Path) -> Path:

@@ -28,6 +28,8 @@ import blocklab
 import pytest
 from blocklab import Lab, netwatch_run, wait_for, wait_for_text
 
+from conftest import household_yaml
+
 WHY_NOT = blocklab.why_not("nww") or next(
     (f"{t} is not installed" for t in blocklab.VNC_TOOLS if shutil.which(t) is None), None)
 pytestmark = pytest.mark.skipif(WHY_NOT is not None, reason=f"daemon blocking: {WHY_NOT}")
@@ -39,19 +41,7 @@ DAYS = "[mon, tue, wed, thu, fri, sat, sun]"
 def _household(lab: Lab, start: datetime, end: datetime) -> str:
     """Maria's PC, blocked outside her help window from ``start`` to ``end`` (UTC, every
     day; a window may run past midnight)."""
-    return f"""\
-timezone: UTC
-people:
-  Maria: {{language: en}}
-carers:
-  - name: Pieter
-    language: en
-    notify: [ntfy://127.0.0.1:9/maria]
-    for: [Maria]
-devices:
-  - name: pc
-    person: Maria
-    ips: [{lab.pc_ip}]
+    return household_yaml("pc", lab.pc_ip, extra=f"""\
     policy: block-outside-windows
 help_windows:
   - name: Pieter helps
@@ -59,7 +49,7 @@ help_windows:
     start: "{start:%H:%M}"
     end: "{end:%H:%M}"
     people: [Maria]
-"""
+""")
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import household_yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 PROM = ROOT / "deploy" / "prometheus"
 FLEET = ROOT / "deploy" / "fleet"
@@ -25,20 +27,7 @@ RUN_LIMIT_S = 60
 # Prometheus's own series the files may use beside netwatch's.
 PROMETHEUS_OWN = {"up"}
 
-HOUSEHOLD = """\
-timezone: UTC
-people:
-  Maria: {language: en}
-carers:
-  - name: Pieter
-    language: en
-    notify: [ntfy://127.0.0.1:9/maria]
-    for: [Maria]
-devices:
-  - name: laptop
-    person: Maria
-    ips: [192.168.1.23]
-"""
+HOUSEHOLD = household_yaml("laptop", "192.168.1.23")
 
 
 def _tool(name: str) -> str:

@@ -28,6 +28,8 @@ from typing import Any
 import pytest
 import yaml
 
+from conftest import household_yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 FLEET = ROOT / "deploy" / "fleet"
 RULES = ROOT / "deploy" / "prometheus" / "netwatch-rules.yml"
@@ -37,20 +39,7 @@ WAIT_S = 100.0  # the alert must reach the webhook within this
 SPEED = 20  # the demo's 10 minutes in 30 s; its session is active from about 10 s
 ALERT = "NetwatchRemoteSessionOutsideWindow"
 
-HOUSEHOLD = """\
-timezone: UTC
-people:
-  Maria: {language: en, country: be}
-carers:
-  - name: Pieter
-    language: en
-    notify: [ntfy://127.0.0.1:9/maria]
-    for: [Maria]
-devices:
-  - name: laptop
-    person: Maria
-    ips: [192.168.1.23]
-"""
+HOUSEHOLD = household_yaml("laptop", "192.168.1.23", country="be")
 # Jan's household: the same laptop, with a help window open all day.
 WINDOW = """\
 help_windows:
