@@ -75,6 +75,28 @@ CONNECT_NAME_ROLES = ("relay", "session")
 _PORTS = struct.Struct("!HH").pack
 
 
+class FrameFields:
+    """One unpack for a record's header and the frame fields the fast path reads.
+
+    After the header (``record``: a struct format starting with its byte order, ``<`` or
+    ``>``, e.g. ``"<IIII"``),
+    an Ethernet frame's type (offset 12), IPv4 version and header length (14), flags and
+    fragment offset (20), protocol (23), the flow key (26-37: addresses and ports), byte 44
+    (UDP: the DNS flags' QR bit) and the TCP flags (47): 48 bytes of the frame. The
+    two-byte fields come in the header's byte order, so the values they are compared with
+    are given in that order too (``ipv4``, ``frag``)."""
+
+    FIELDS = "12xHB5xHxB2x12s6xBxxB"
+
+    def __init__(self, record: str) -> None:
+        self.struct = struct.Struct(record + self.FIELDS)
+        little = record[0] == "<"
+        self.ipv4 = 0x0008 if little else 0x0800
+        # the fragment offset, 13 bits (the MF flag is not tested: a first fragment's key
+        # is whole)
+        self.frag = 0xFF1F if little else 0x1FFF
+
+
 FlowTable = dict[bytes, tuple[Flow, int]]
 # A frame from a live source: (time, link type, the captured bytes, length on the wire).
 LiveFrame = tuple[float, int, bytes, int]
@@ -381,17 +403,22 @@ class Pipeline:
     def feed_pcap(self, src: PcapFile) -> None:
         """The hot loop: walk a classic pcap file's records in place.
 
-        Most packets belong to flows that are already decided. For an Ethernet frame with an
-        IPv4 header of 20 bytes (no options, not a later fragment) carrying TCP or UDP, the
-        flow key is a slice of the frame; when the flow needs nothing more, the packet is
-        counted and the loop moves on without decoding anything. Every other packet takes
-        the full path (``_frame``). The per-packet test is ``fast_path``, shared with
-        ``feed``."""
+        Most packets belong to flows that are already decided. One unpack per record reads
+        its header and the fields of the frame the fast path needs (``FrameFields``); for
+        an Ethernet frame with an IPv4 header of 20 bytes (no options, not a later
+        fragment) carrying TCP or UDP, the flow key comes out of that unpack, and when the
+        flow needs nothing more the packet is counted in the loop itself (``count_decided``
+        says what that counting is). Near a chunk's end, and for IPv6, ``fast_path`` does
+        the same from the frame; every other packet takes the full path (``_frame``)."""
         unpack_rec = src.record.unpack_from
+        ff = FrameFields(src.record.format)
+        wide, wide_size = ff.struct.unpack_from, ff.struct.size
+        ipv4, frag_mask = (ff.ipv4 if src.linktype == dec.LINKTYPE_ETHERNET else -1), ff.frag
         scale, linktype = src.scale, src.linktype
         ethernet = linktype == dec.LINKTYPE_ETHERNET
         fast = self._fast
         frame_ = self._frame
+        tcp_get, udp_get = self.tcp.get, self.udp.get
         buf, pos, n = b"", 0, 0
         packets = nbytes = captured = counted = 0
         max_record = MAX_RECORD
@@ -399,12 +426,20 @@ class Pipeline:
         next_sweep = self._next_sweep
         try:
             while True:
-                if n - pos < 16:
-                    more = src.refill(buf, pos, 16)
-                    if more is None:
-                        break
-                    buf, pos, n = more, 0, len(more)
-                sec, frac, incl, wire = unpack_rec(buf, pos)
+                if n - pos < wide_size:
+                    if n - pos < 16:
+                        more = src.refill(buf, pos, 16)
+                        if more is None:
+                            break
+                        buf, pos, n = more, 0, len(more)
+                    if n - pos < wide_size:
+                        sec, frac, incl, wire = unpack_rec(buf, pos)
+                        eth = 0
+                    else:
+                        sec, frac, incl, wire, eth, vihl, frag, p, key, b44, flags = wide(
+                            buf, pos)
+                else:
+                    sec, frac, incl, wire, eth, vihl, frag, p, key, b44, flags = wide(buf, pos)
                 o = pos + 16
                 end = o + incl
                 if end > n:
@@ -425,9 +460,36 @@ class Pipeline:
                 nbytes += wire
                 captured += incl
                 ts = sec + frac * scale
-                if ethernet and ts < next_sweep and fast(buf, o, incl, wire, ts):
-                    counted += 1
-                    continue
+                if ts < next_sweep:
+                    if eth == ipv4 and vihl == 0x45 and not frag & frag_mask and incl >= 42:
+                        # count_decided, inline: the same tests as fast_path's IPv4 branch.
+                        if p == TCP:
+                            if incl >= 54 and not flags & 0x02:
+                                hit = tcp_get(key)
+                                if hit is not None:
+                                    f, d = hit
+                                    if not f.inspecting and f.dns_tools is None:
+                                        if flags & 0x05:
+                                            f.saw_close(flags & 0x05)
+                                        f.pkts[d] += 1
+                                        f.bytes[d] += wire
+                                        f.last_ts = ts
+                                        counted += 1
+                                        continue
+                        elif p == UDP:
+                            hit = udp_get(key)
+                            if hit is not None:
+                                f, d = hit
+                                if not f.inspecting and (
+                                        f.dns_tools is None or incl >= 45 and not b44 & 0x80):
+                                    f.pkts[d] += 1
+                                    f.bytes[d] += wire
+                                    f.last_ts = ts
+                                    counted += 1
+                                    continue
+                    elif ethernet and fast(buf, o, incl, wire, ts):
+                        counted += 1
+                        continue
                 frame_(ts, linktype, buf[o:end], wire)
                 next_sweep = self._next_sweep
         finally:
