@@ -102,55 +102,86 @@ FlowTable = dict[bytes, tuple[Flow, int]]
 LiveFrame = tuple[float, int, bytes, int]
 
 
-def fast_path(tcp: FlowTable, udp: FlowTable) -> Callable[[bytes, int, int, int, float], bool]:
-    """The per-packet work for a flow that is already decided, shared by every hot loop.
+def fast_ipv4(tcp: FlowTable, udp: FlowTable
+              ) -> Callable[[int, bytes, int, int, int, int, float], bool]:
+    """The per-packet work for a decided flow, on fields already read from an Ethernet
+    frame with an IPv4 header of 20 bytes (no options, not a later fragment): shared by
+    every hot loop (``FrameFields`` reads the fields with a record's header; ``fast_path``
+    from a frame).
 
-    ``count(buf, o, n, size, ts)`` looks at the Ethernet frame ``buf[o:o + n]`` in place: for
-    IPv4 with a 20-byte header (no options, not a later fragment) or IPv6 with TCP or UDP
-    right after its fixed header, the flow key is a slice of the frame. When that flow needs
-    nothing more, the packet is counted (``size`` bytes, the length on the wire) and True
-    comes back; False sends the frame to the full path (SYNs, DNS answers, flows still being
-    inspected, anything else). The tables are bound once, so a call costs only its
-    arguments."""
+    ``count4(proto, key, flags, b44, n, size, ts)``: ``key`` is the frame's bytes 26-37
+    (addresses and ports), ``flags`` its byte 47 (TCP flags), ``b44`` its byte 44 (for
+    UDP, the DNS flags' first byte), ``n`` the captured length. When the flow needs
+    nothing more the packet is counted (``size`` bytes, the length on the wire) and True
+    comes back; False sends the frame to the full path: SYNs, DNS answers, flows still
+    being inspected, anything else."""
+    tcp_get, udp_get = tcp.get, udp.get
+
+    def count4(p: int, key: bytes, flags: int, b44: int, n: int, size: int,
+               ts: float) -> bool:
+        if p == TCP:
+            if n < 54 or flags & 0x02:  # SYNs take the full path
+                return False
+            hit = tcp_get(key)
+            if hit is None:
+                return False
+            f, d = hit
+            if f.inspecting or f.dns_tools is not None:
+                return False
+            if flags & 0x05:
+                f.saw_close(flags & 0x05)
+        elif p == UDP:
+            hit = udp_get(key)
+            if hit is None:
+                return False
+            f, d = hit
+            # Of a DNS flow only the queries (QR bit clear): they carry nothing netwatch reads.
+            if f.inspecting or f.dns_tools is not None and (n < 45 or b44 & 0x80):
+                return False
+        else:
+            return False
+        f.pkts[d] += 1
+        f.bytes[d] += size
+        f.last_ts = ts
+        return True
+
+    return count4
+
+
+def fast_path(tcp: FlowTable, udp: FlowTable) -> Callable[[bytes, int, int, int, float], bool]:
+    """``fast_ipv4`` for a frame in place, and its IPv6 counterpart.
+
+    ``count(buf, o, n, size, ts)`` looks at the Ethernet frame ``buf[o:o + n]``: for IPv4
+    with a 20-byte header (no options, not a later fragment) it reads the fields
+    ``fast_ipv4`` needs; for IPv6 with TCP or UDP right after its fixed header the flow key
+    is 36 bytes of the frame, and the same rules apply. True: the packet was counted."""
+    count4 = fast_ipv4(tcp, udp)
 
     def count(buf: bytes, o: int, n: int, size: int, ts: float) -> bool:
         if n < 42:
             return False
-        query = False
-        fin_rst = 0
         if (buf[o + 12] == 8 and buf[o + 13] == 0 and buf[o + 14] == 0x45
                 and not (buf[o + 20] & 0x1F or buf[o + 21])):
-            # IPv4: addresses and ports are the 12 bytes from offset 26.
-            p = buf[o + 23]
-            if p == TCP:
-                if n < 54 or buf[o + 47] & 0x02:  # SYNs take the full path
-                    return False
-                hit = tcp.get(buf[o + 26:o + 38])
-                fin_rst = buf[o + 47] & 0x05
-            elif p == UDP:
-                hit = udp.get(buf[o + 26:o + 38])
-                # A DNS query (QR bit clear) carries nothing netwatch reads.
-                query = n >= 45 and not buf[o + 44] & 0x80
-            else:
+            return count4(buf[o + 23], buf[o + 26:o + 38], buf[o + 47] if n >= 48 else 0,
+                          buf[o + 44] if n >= 45 else 0x80, n, size, ts)
+        if not (buf[o + 12] == 0x86 and buf[o + 13] == 0xDD and n >= 62):
+            return False
+        # IPv6: 36 key bytes.
+        p = buf[o + 20]
+        fin_rst = 0
+        if p == TCP:
+            if n < 74 or buf[o + 67] & 0x02:
                 return False
-        elif buf[o + 12] == 0x86 and buf[o + 13] == 0xDD and n >= 62:
-            # IPv6: 36 key bytes.
-            p = buf[o + 20]
-            if p == TCP:
-                if n < 74 or buf[o + 67] & 0x02:
-                    return False
-                hit = tcp.get(buf[o + 22:o + 58])
-                fin_rst = buf[o + 67] & 0x05
-            elif p == UDP:
-                hit = udp.get(buf[o + 22:o + 58])
-            else:
-                return False
+            hit = tcp.get(buf[o + 22:o + 58])
+            fin_rst = buf[o + 67] & 0x05
+        elif p == UDP:
+            hit = udp.get(buf[o + 22:o + 58])
         else:
             return False
         if hit is None:
             return False
         f, d = hit
-        if f.inspecting or (f.dns_tools is not None and not query):
+        if f.inspecting or f.dns_tools is not None:
             return False
         if fin_rst:
             f.saw_close(fin_rst)
@@ -264,6 +295,7 @@ class Pipeline:
         self.udp: dict[bytes, tuple[Flow, int]] = {}
         self.tables = {TCP: self.tcp, UDP: self.udp}
         self._fast = fast_path(self.tcp, self.udp)
+        self._count4 = fast_ipv4(self.tcp, self.udp)
         # Every live flow once, oldest first (save the flows eviction passed over, moved to
         # the back): what sweeps, eviction and the end of a file walk. Ordered dicts pop and
         # reorder at their front in constant time, where a plain dict's emptied front slows
@@ -407,9 +439,9 @@ class Pipeline:
         its header and the fields of the frame the fast path needs (``FrameFields``); for
         an Ethernet frame with an IPv4 header of 20 bytes (no options, not a later
         fragment) carrying TCP or UDP, the flow key comes out of that unpack, and when the
-        flow needs nothing more the packet is counted in the loop itself (``count_decided``
-        says what that counting is). Near a chunk's end, and for IPv6, ``fast_path`` does
-        the same from the frame; every other packet takes the full path (``_frame``)."""
+        flow needs nothing more the packet is counted (``fast_ipv4``). Near a chunk's end,
+        and for IPv6, ``fast_path`` does the same from the frame; every other packet takes
+        the full path (``_frame``)."""
         unpack_rec = src.record.unpack_from
         ff = FrameFields(src.record.format)
         wide, wide_size = ff.struct.unpack_from, ff.struct.size
@@ -418,7 +450,7 @@ class Pipeline:
         ethernet = linktype == dec.LINKTYPE_ETHERNET
         fast = self._fast
         frame_ = self._frame
-        tcp_get, udp_get = self.tcp.get, self.udp.get
+        count4 = self._count4
         buf, pos, n = b"", 0, 0
         packets = nbytes = captured = counted = 0
         max_record = MAX_RECORD
@@ -462,31 +494,9 @@ class Pipeline:
                 ts = sec + frac * scale
                 if ts < next_sweep:
                     if eth == ipv4 and vihl == 0x45 and not frag & frag_mask and incl >= 42:
-                        # count_decided, inline: the same tests as fast_path's IPv4 branch.
-                        if p == TCP:
-                            if incl >= 54 and not flags & 0x02:
-                                hit = tcp_get(key)
-                                if hit is not None:
-                                    f, d = hit
-                                    if not f.inspecting and f.dns_tools is None:
-                                        if flags & 0x05:
-                                            f.saw_close(flags & 0x05)
-                                        f.pkts[d] += 1
-                                        f.bytes[d] += wire
-                                        f.last_ts = ts
-                                        counted += 1
-                                        continue
-                        elif p == UDP:
-                            hit = udp_get(key)
-                            if hit is not None:
-                                f, d = hit
-                                if not f.inspecting and (
-                                        f.dns_tools is None or incl >= 45 and not b44 & 0x80):
-                                    f.pkts[d] += 1
-                                    f.bytes[d] += wire
-                                    f.last_ts = ts
-                                    counted += 1
-                                    continue
+                        if count4(p, key, flags, b44, incl, wire, ts):
+                            counted += 1
+                            continue
                     elif ethernet and fast(buf, o, incl, wire, ts):
                         counted += 1
                         continue
