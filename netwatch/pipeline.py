@@ -535,6 +535,10 @@ class Pipeline:
         ts = 0.0
         next_sweep = self._next_sweep
         unpack_epb = src.epb.unpack_from
+        # The packet block's fields and the frame's in one unpack (see feed_pcap).
+        ff = FrameFields(src.epb.format)
+        wide, wide_size, ipv4, frag_mask = ff.struct.unpack_from, ff.struct.size, ff.ipv4, ff.frag
+        count4 = self._count4
         ifaces = src.ifaces
         nif = len(ifaces)
         fields, overhead = EPB_FIELDS, EPB_OVERHEAD
@@ -554,7 +558,12 @@ class Pipeline:
                             frame_(fts, lt, frame, wire)
                         src.ended(buf, src.left)
                         break
-                btype, blen, iface, hi, lo, incl, wire = unpack_epb(buf, pos)
+                if n - pos >= wide_size:
+                    (btype, blen, iface, hi, lo, incl, wire, eth, vihl, frag, p, key, b44,
+                     flags) = wide(buf, pos)
+                else:
+                    btype, blen, iface, hi, lo, incl, wire = unpack_epb(buf, pos)
+                    eth = 0
                 if btype != 6 or blen & 3 or incl + overhead > blen:
                     # Any other block, one at a time through the reader's own walk.
                     for fts, lt, frame, fwire in src.walk(buf, pos, n, 1):
@@ -576,6 +585,8 @@ class Pipeline:
                     # A section header may change the byte order and starts a new list of
                     # interfaces.
                     unpack_epb = src.epb.unpack_from
+                    ff = FrameFields(src.epb.format)
+                    wide, ipv4, frag_mask = ff.struct.unpack_from, ff.ipv4, ff.frag
                     ifaces = src.ifaces
                     nif = len(ifaces)
                     continue
@@ -605,9 +616,14 @@ class Pipeline:
                     wire = incl
                 nbytes += wire
                 captured += incl
-                if lt == ethernet and ts < next_sweep and fast(buf, o, incl, wire, ts):
-                    counted += 1
-                    continue
+                if lt == ethernet and ts < next_sweep:
+                    if eth == ipv4 and vihl == 0x45 and not frag & frag_mask and incl >= 42:
+                        if count4(p, key, flags, b44, incl, wire, ts):
+                            counted += 1
+                            continue
+                    elif fast(buf, o, incl, wire, ts):
+                        counted += 1
+                        continue
                 frame_(ts, lt, buf[o:o + incl], wire)
                 next_sweep = self._next_sweep
         finally:
