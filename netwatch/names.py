@@ -20,6 +20,9 @@ MAX_TTL = 86400
 MAX_POINTERS = 16  # compression pointers followed per name (loops end here)
 MAX_ANSWERS = 64
 
+# A compression pointer to offset 12, where the question's name starts.
+QNAME_POINTER = b"\xc0\x0c"
+
 _hdr = struct.Struct("!HHHHHH").unpack_from
 _rr = struct.Struct("!HHIH").unpack_from
 
@@ -80,7 +83,11 @@ def parse_response(msg: bytes) -> tuple[str, list[tuple[bytes, int]], list[str]]
     addrs: list[tuple[bytes, int]] = []
     chain = [qname]
     for _ in range(min(an, MAX_ANSWERS)):
-        name, pos = read_name(msg, pos)
+        if msg[pos:pos + 2] == QNAME_POINTER:
+            # The usual answer name: a pointer to the question's (RFC 1035 §4.1.4).
+            name, pos = qname, pos + 2
+        else:
+            name, pos = read_name(msg, pos)
         if pos + 10 > len(msg):
             raise DnsError("answer record cut short")
         rtype, _cls, ttl, rdlen = _rr(msg, pos)

@@ -73,6 +73,7 @@ LOOKUP_ROLES = ("download", "rendezvous")
 # A lookup of these names may be a connection being set up (sessions.on_lookup decides).
 CONNECT_NAME_ROLES = ("relay", "session")
 _PORTS = struct.Struct("!HH").pack
+MIN_TIMEOUT = min(TIMEOUT_TCP_NEW, TIMEOUT_TCP_ESTABLISHED, TIMEOUT_TCP_CLOSED, TIMEOUT_UDP)
 
 
 class FrameFields:
@@ -1247,7 +1248,9 @@ class Pipeline:
         # Flows decided since they joined the pool of undecided ones leave it now.
         self.undecided = OrderedDict((i, f) for i, f in self.undecided.items() if f.inspecting)
         expired = []
-        for f in self.live.values():
+        # No flow expires before the shortest timeout: only those idle longer are looked at.
+        cutoff = now - MIN_TIMEOUT
+        for f in [f for f in self.live.values() if f.last_ts < cutoff]:
             idle = now - f.last_ts
             if f.proto == UDP:
                 limit = TIMEOUT_UDP
