@@ -259,6 +259,7 @@ def pcapng_runs(report: Report, pcap: Path, truth: Path | None, runs: int, tmp: 
     mine, theirs, ratios = pair(netwatch_argv(ng, log), ndpi, runs)
     report.pcapng = {
         "file": str(ng), "ratios": ratios,
+        "cpu_ratios": [t.cpu / m.cpu for m, t in zip(mine, theirs) if m.cpu > 0],
         "netwatch_wall_s": [t.wall for t in mine], "ndpi_wall_s": [t.wall for t in theirs],
         "netwatch_peak_mib": [t.peak_kib / 1024 for t in mine],
         "ndpi_peak_mib": [t.peak_kib / 1024 for t in theirs],
@@ -538,6 +539,12 @@ def render(r: Report) -> str:
     if r.ratios:
         lines.append(f"speed ratio netwatch/ndpiReader (packets/s, median of pairs): "
                      f"{r.speed_ratio:.2f}  [pairs min/median/max: {spread(r.ratios)}]")
+        # Both are single-threaded on a file: CPU seconds compare the work done, and stay
+        # meaningful when other jobs share the machine and stretch the wall times.
+        cpu = [t.cpu / m.cpu for m, t in zip(r.netwatch, r.ndpi) if m.cpu > 0]
+        if cpu:
+            lines.append(f"CPU ratio ndpiReader/netwatch (pairs min/median/max): "
+                         f"{spread(cpu)}")
     if r.pcapng:
         g = r.pcapng
         lines.append(f"the same mix as pcapng ({g['file']}):")
@@ -549,6 +556,8 @@ def render(r: Report) -> str:
             lines.append(f"  ndpiReader: peak {spread(g['ndpi_peak_mib'], '{:.1f}')} MiB; speed "
                          f"ratio netwatch/ndpiReader {r.pcapng_speed_ratio:.2f}  "
                          f"[pairs min/median/max: {spread(g['ratios'])}]")
+            lines.append(f"  CPU ratio ndpiReader/netwatch (pairs min/median/max): "
+                         f"{spread(g['cpu_ratios'])}")
         if "sessions" in g:
             lines.append(f"  sessions found in the pcapng replay: {g['sessions']['found']}/"
                          f"{g['sessions']['embedded']}")
