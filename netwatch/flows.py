@@ -35,6 +35,11 @@ TIMEOUT_TCP_NEW = 60.0
 TIMEOUT_TCP_ESTABLISHED = 600.0
 TIMEOUT_TCP_CLOSED = 60.0
 TIMEOUT_UDP = 300.0
+# A lookup over UDP (port 53) is one query and its answer: when it names no tool, its flow
+# ends this long after its last packet, as Zeek times out a DNS request after 10 s
+# (dns_session_timeout). Most flows of a home network are such lookups; kept 300 s they
+# would fill most of the table. A lookup of a tool's name keeps TIMEOUT_UDP.
+TIMEOUT_DNS = 10.0
 # How often (in packet time) idle flows are looked for. Checking every flow costs O(flows),
 # so it is done rarely; a flow lives at most this much past its timeout.
 SWEEP_INTERVAL = 30.0

@@ -25,6 +25,7 @@ from .flows import (
     INSPECT_PACKETS,
     ONE_SIDED_BYTES,
     SWEEP_INTERVAL,
+    TIMEOUT_DNS,
     TIMEOUT_TCP_CLOSED,
     TIMEOUT_TCP_ESTABLISHED,
     TIMEOUT_TCP_NEW,
@@ -73,7 +74,8 @@ LOOKUP_ROLES = ("download", "rendezvous")
 # A lookup of these names may be a connection being set up (sessions.on_lookup decides).
 CONNECT_NAME_ROLES = ("relay", "session")
 _PORTS = struct.Struct("!HH").pack
-MIN_TIMEOUT = min(TIMEOUT_TCP_NEW, TIMEOUT_TCP_ESTABLISHED, TIMEOUT_TCP_CLOSED, TIMEOUT_UDP)
+MIN_TIMEOUT = min(TIMEOUT_TCP_NEW, TIMEOUT_TCP_ESTABLISHED, TIMEOUT_TCP_CLOSED, TIMEOUT_UDP,
+                  TIMEOUT_DNS)
 
 
 class FrameFields:
@@ -1253,7 +1255,10 @@ class Pipeline:
         for f in [f for f in self.live.values() if f.last_ts < cutoff]:
             idle = now - f.last_ts
             if f.proto == UDP:
-                limit = TIMEOUT_UDP
+                # A lookup of no tool's name, seen on the wire, ends sooner; one of a
+                # tool's names lives as long as the session it may be part of.
+                limit = (TIMEOUT_DNS if f.dns_tools is not None and not f.dns_tools
+                         and not f.from_log else TIMEOUT_UDP)
             elif f.closing:
                 limit = TIMEOUT_TCP_CLOSED
             elif f.payload_pkts == 0:
