@@ -45,11 +45,11 @@ TIMEOUT_DNS = 10.0
 SWEEP_INTERVAL = 30.0
 # Flow table bound. The 1M-packet home mix (12 devices, 45 min) holds 1,073 flows at once
 # at most with these timeouts (3,643 when lookups were kept 300 s); 8,192 is over twice the
-# latter. A flow costs ~1.1 KiB decided
-# (object, counters, both table entries), ~2.3 KiB with a detection's evidence: the full
-# table stays under 20 MiB, and a flood's replay under netwatch.floods.RSS_CAP_MIB. When
-# full, the least protected flow ends (see Pipeline._evict_idle): in a busier household,
-# an idle flow with no detection, which loses only the rest of its byte counts.
+# latter. A flow costs ~1.1 KiB decided (object, counters, both table entries), ~2.3 KiB
+# with a detection's evidence: the full table stays under 20 MiB, and a flood's replay
+# under netwatch.floods.RSS_CAP_MIB. When full, the least protected flow ends (see
+# Pipeline._evict_idle): in a busier household, an idle flow with no detection, which loses
+# only the rest of its byte counts.
 MAX_FLOWS = 8192
 # Flows still being inspected (half-open, or no verdict yet) are a pool of their own within
 # the table, bounded apart: a SYN scan or a burst of new connections evicts its own flows,
