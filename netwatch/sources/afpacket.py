@@ -88,13 +88,17 @@ ETH_P_8021Q = 0x8100
 ARPHRD_LINKTYPES = {1: LINKTYPE_ETHERNET, 772: LINKTYPE_ETHERNET, 65534: LINKTYPE_RAW,
                     519: LINKTYPE_RAW}
 
-# The ring: BLOCK_NR blocks of BLOCK_SIZE bytes, 16 MiB in all by default. What it must
-# hold is a burst while Python is busy or not scheduled: on this project's 2-core
-# development machine (heavily shared), the home mix sent at 42,000 packets/s (286 Mbit/s)
-# for 2.2 s lost 8.4 % of its packets with a 4 MiB ring (tcpdump's default buffer is 2 MiB)
-# and none with 16 MiB. A Raspberry Pi has the memory; a router short of it sets
-# ``ring_mib`` lower (or uses the nflog source). The block size must be a multiple of the
-# page size (packet_mmap.rst).
+# The ring: BLOCK_NR blocks of BLOCK_SIZE bytes, 16 MiB in all by default (``ring_mib``).
+# What it must hold is a burst while Python is busy or not scheduled: on this project's
+# 2-core development machine (heavily shared), the home mix sent at 42,000 packets/s
+# (286 Mbit/s) for 2.2 s lost 8.4 % of its packets with a 4 MiB ring and none with 16 MiB.
+# Its cost is that memory itself: the kernel allocates the blocks when the capture opens,
+# they cannot be swapped, and they count in netwatch's RSS once filled. 16 MiB holds about
+# 17,000 frames of the home mix (860 bytes on average, 82 bytes of header each): 0.15 s at
+# 120,000 packets/s. For comparison, libpcap's default buffer (tcpdump, ndpiReader) is a
+# 2 MiB ring; Suricata and Zeek size theirs in their settings too. A Raspberry Pi has the
+# memory (1.6 % of a Pi 3's 1 GiB); a router short of it sets ``ring_mib`` lower (or uses
+# the nflog source). The block size must be a multiple of the page size (packet_mmap.rst).
 BLOCK_SIZE = 1 << 18
 BLOCK_NR = 64
 # Frames are packed in a V3 block whatever their size; the frame size only sets the kernel's
@@ -102,7 +106,8 @@ BLOCK_NR = 64
 FRAME_SIZE = 2048
 # A block is handed to netwatch at the latest this long after its first frame, so one
 # handshake packet on a quiet network reaches the recognisers within 0.1 s, not when the
-# block fills.
+# block fills (libpcap uses its caller's timeout: ndpiReader's 500 ms, tcpdump's 1 s). Under
+# load blocks fill long before: a 256 KiB block holds about 270 frames of the home mix.
 RETIRE_TIMEOUT_MS = 100
 # Frames handed over per poll at most: the daemon's loop keeps turning (clock, signals).
 MAX_BATCH = 4096
