@@ -16,6 +16,11 @@ time to alert  Real VNC sessions (TigerVNC's viewer on the PC, x11vnc across the
 memory       Peak RSS of ``netwatch run`` over a long replay at full speed (--long: 10
              million packets; otherwise the mix once), sampled from /proc as it goes.
 
+The capture buffers differ unless asked: ``netwatch run`` uses its ``ring_mib`` (16 MiB by
+default; ``--ring-mib N`` sets it for this run), ``ndpiReader -i`` libpcap's default buffer
+(a 2 MiB TPACKET_V3 ring, blocks handed over after at most 500 ms: ndpiReader opens the
+interface with pcap_open_live and a 500 ms timeout, and sets no buffer size).
+
 Needs root (namespaces) and the programs ``bash run.sh test`` installs; prints a table and
 writes JSON with --json.
 """
@@ -67,6 +72,12 @@ PNAT = "192.168.0.0/16:10.76.64.0/18,0.0.0.0/0:10.76.128.0/17"
 # Messages to one ntfy topic the outbox sends in an hour (netwatch/outbox.py's default);
 # the time-to-alert sessions move to a fresh topic (a household reload) before reaching it.
 TOPIC_BUDGET = 10
+# Messages one timed session sends: "connecting" (warning), then "in control" (critical)
+# once the viewer's traffic makes the session active.
+MESSAGES_PER_SESSION = 2
+# Sessions timed on one topic: one message to spare, for the previous topic's last session,
+# whose second message may be queued after the move.
+SESSIONS_PER_TOPIC = (TOPIC_BUDGET - 1) // MESSAGES_PER_SESSION
 # The PC's addresses the timed sessions come from, one each (sessions are per address).
 SESSION_IPS = PC_MORE_IPS[1:]
 
@@ -98,6 +109,7 @@ class Result:
     alert_p95: float = 0.0
     rss_kib: list[tuple[int, int]] = field(default_factory=list)  # (packets sent, RSS)
     rss_peak_kib: int = 0
+    ring_mib: int = 16  # netwatch run's ring (ndpiReader's is libpcap's default, 2 MiB)
 
 
 # -- the replay file ----------------------------------------------------------------------
@@ -238,7 +250,8 @@ def time_to_alert(lab: Lab, daemon: NetwatchRun, ntfy: Any, household: Path,
     arrivals: list[float] = []
     sources = SESSION_IPS * (1 + sessions // len(SESSION_IPS))
     for k in range(sessions):
-        if k and k % TOPIC_BUDGET == 0:  # a fresh topic: the outbox's hourly limit per topic
+        if k and k % SESSIONS_PER_TOPIC == 0:
+            # A fresh topic before the outbox's hourly limit per topic holds a message back.
             household.write_text(household_text(ntfy.url(topic=f"bench-{k}")))
             assert daemon.proc is not None
             daemon.proc.signal(signal.SIGHUP)
@@ -300,6 +313,8 @@ def main() -> int:
     ap.add_argument("--packets", type=int, default=1_000_000, help="size of the home mix")
     ap.add_argument("--trial-packets", type=int, default=TRIAL_PACKETS)
     ap.add_argument("--sessions", type=int, default=20, help="VNC sessions timed to alert")
+    ap.add_argument("--ring-mib", type=int, default=0,
+                    help="netwatch run's ring_mib (default: its own default, 16)")
     ap.add_argument("--long", action="store_true",
                     help="memory over 10 million packets (the mix sent repeatedly)")
     ap.add_argument("--skip", action="append", default=[],
@@ -322,11 +337,17 @@ def main() -> int:
         ntfy = receiver(lab)
         household = lab.workdir / "household.yaml"
         household.write_text(household_text(ntfy.url(topic="bench-0")))
+        extra: list[str] = []
+        if args.ring_mib:
+            settings = lab.workdir / "netwatch.yaml"
+            settings.write_text(f"interface: {LAN_IF}\nring_mib: {args.ring_mib}\n")
+            extra = ["--config", str(settings)]
+            result.ring_mib = args.ring_mib
         # A daemon of its own for each measurement: fresh flows, state and outbox.
         if "throughput" not in args.skip:
             print("throughput:", file=sys.stderr)
             daemon = NetwatchRun(lab, household, "af_packet", lifetime=7200,
-                                 name="throughput").start()
+                                 extra=extra, name="throughput").start()
             _, top = tcpreplay(lab, trial_pcap, None)
             result.top_pps = top
             result.netwatch_pps = highest_rate(
@@ -339,7 +360,7 @@ def main() -> int:
         if "alert" not in args.skip:
             print("time to alert:", file=sys.stderr)
             daemon = NetwatchRun(lab, household, "af_packet", lifetime=7200,
-                                 name="alert").start()
+                                 extra=extra, name="alert").start()
             secs = time_to_alert(lab, daemon, ntfy, household, args.sessions)
             daemon.stop()
             result.alert_seconds = secs
@@ -348,7 +369,7 @@ def main() -> int:
         if "memory" not in args.skip:
             print("memory:", file=sys.stderr)
             daemon = NetwatchRun(lab, household, "af_packet", lifetime=7200,
-                                 name="memory").start()
+                                 extra=extra, name="memory").start()
             loops = max(1, -(-10_000_000 // result.packets_in_mix)) if args.long else 1
             memory(lab, daemon, pcap, loops, result)
             daemon.stop()
@@ -370,9 +391,9 @@ def render(r: Result) -> str:
         ratio = r.netwatch_pps / r.ndpi_pps if r.ndpi_pps else float("nan")
         lines += [
             f"tcpreplay's full speed here: {r.top_pps:,.0f} pps",
-            f"highest rate under {MAX_LOSS:.1%} loss: netwatch run (af_packet) "
-            f"{r.netwatch_pps:,.0f} pps, ndpiReader -i {r.ndpi_pps:,.0f} pps "
-            f"(ratio {ratio:.2f})"]
+            f"highest rate under {MAX_LOSS:.1%} loss: netwatch run (af_packet, "
+            f"{r.ring_mib} MiB ring) {r.netwatch_pps:,.0f} pps, ndpiReader -i (libpcap's "
+            f"2 MiB) {r.ndpi_pps:,.0f} pps (ratio {ratio:.2f})"]
     if r.alert_seconds:
         lines.append(f"time to alert over {len(r.alert_seconds)} VNC sessions: "
                      f"p50 {r.alert_p50:.2f} s, p95 {r.alert_p95:.2f} s "

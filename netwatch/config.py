@@ -70,7 +70,7 @@ class Settings:
     user: str | None = None  # run as this user after opening the capture (when root)
     signatures: str | None = None  # a folder of signature files; default: the bundled ones
     promiscuous: bool = True  # af_packet: take frames for other machines (mirror port)
-    ring_mib: int = 16  # af_packet: the kernel ring's size
+    ring_mib: int = 16  # af_packet: the kernel ring's size (and memory cost)
     nflog_group: int = 74  # nflog: the log group
     dnslog: str | None = None  # dnslog: the resolver's query log
     resolver: str = "127.0.0.1"  # dnslog: the resolver's own address

@@ -457,8 +457,17 @@ class Daemon:
         a pending reload, the log, the periodic chores. Returns the items fed."""
         pipe, src = self.pipe, self.source
         assert pipe is not None and src is not None and self.log is not None
+        # A source that walks its own buffers in place (the af_packet ring) hands its frames
+        # straight to the pipeline's fast path, with no list of frames in between.
+        in_place = getattr(src, "in_place", False)
+        items: list[Any] = []
+        ready = False
+        fed = 0
         try:
-            items = src.poll(timeout_s)
+            if in_place:
+                ready = src.wait(timeout_s)  # type: ignore[attr-defined]
+            else:
+                items = src.poll(timeout_s)
         except OSError as e:
             # The interface went down or away: say so once, keep the clock and the rest
             # going, and read again when it is back.
@@ -466,14 +475,16 @@ class Daemon:
                 log.error("source %s on %s: %s", src.name, src.iface, e.strerror or e)
             self._source_failing = True
             self._stop.wait(timeout_s)
-            items = []
+            in_place = ready = False
         else:
             if self._source_failing:
                 log.info("source %s on %s: reading again", src.name, src.iface)
             self._source_failing = False
-        if items:
+        if items or (in_place and ready):
             t0 = time.perf_counter()
-            if getattr(src, "kind", "frames") == "lookups":
+            if in_place:
+                fed = pipe.feed_walk(src.walk)  # type: ignore[attr-defined]
+            elif getattr(src, "kind", "frames") == "lookups":
                 pipe.feed_lookups(items)
             else:
                 pipe.feed(items)
@@ -500,7 +511,7 @@ class Daemon:
             if now >= self._next_status:
                 self._next_status = now + STATUS_EVERY_S
                 self.notify.send(f"STATUS={self.status()}")
-        return len(items)
+        return fed or len(items)
 
     def status(self) -> str:
         assert self.pipe is not None

@@ -51,6 +51,7 @@ from .sources.capture import (
 )
 
 if TYPE_CHECKING:  # a replay needs neither source's module, nor the policy without a household
+    from .sources.afpacket import Walk
     from .sources.conntrack import Conn
     from .sources.dnslog import DnsLookup
 
@@ -396,6 +397,24 @@ class Pipeline:
         c.bytes += nbytes
         c.captured_bytes += captured
         c.ip_packets += counted
+
+    def feed_walk(self, walk: Walk) -> int:
+        """A live source's own hot loop over its buffers in place (the af_packet ring,
+        netwatch.sources.afpacket ``walk``). ``walk(fast, full, until)`` hands each Ethernet
+        frame ``buf[o:o + n]`` whose time is before ``until`` to ``fast(buf, o, n, wire, ts)``
+        (``fast_path``, as ``feed_pcap`` does), and every other frame, sliced out, to
+        ``full(ts, linktype, frame, wire)``, which returns the new ``until``. It returns
+        (frames, wire bytes, captured bytes, frames counted by ``fast``, last frame's time),
+        added to the counters as a hot loop's are. Returns the frames walked."""
+        packets, nbytes, captured, counted, ts = walk(self._fast, self._full,
+                                                      self._next_sweep)
+        self._counted(packets, nbytes, captured, counted, ts)
+        return packets
+
+    def _full(self, ts: float, linktype: int, frame: bytes, wire: int) -> float:
+        """``_frame``, then the time until which the fast path may be used (``feed_walk``)."""
+        self._frame(ts, linktype, frame, wire)
+        return self._next_sweep
 
     def advance(self, now: float) -> None:
         """Time passes without packets (a live source's clock): the timed work that packets

@@ -27,6 +27,12 @@ one loop whatever the source:
 - ``close()``: give back what the source holds (sockets, a ring, nftables rules); safe to
   call twice.
 
+A source that can hand its frames over in place (af_packet with its ring) says so with
+``in_place`` (True), and the daemon then calls its ``wait(timeout_s)`` (whether frames are
+ready) and ``walk(fast, full, until)`` through ``Pipeline.feed_walk`` instead of ``poll``:
+the frames go to the pipeline's fast path as offsets into the source's buffer, with no list
+of tuples in between (netwatch.sources.afpacket describes the contract).
+
 A source that needs set-up after it is built (nflog's ``start()``) does it before the
 daemon's first ``poll``; a source that must hear about the pipeline's flows (nflog's
 ``on_counters``) is handed the callback when built.

@@ -15,7 +15,8 @@ packet_mmap.rst describes their use), all in the machine's byte order:
   tp_frame_nr, tp_retire_blk_tov, tp_sizeof_priv, tp_feature_req_word;
 - ``struct tpacket_block_desc``: u32 version, u32 offset_to_priv, then
   ``struct tpacket_hdr_v1``: u32 block_status (offset 8), u32 num_pkts (12),
-  u32 offset_to_first_pkt (16), u32 blk_len (20), u64 seq_num (24), two timestamps;
+  u32 offset_to_first_pkt (16), u32 blk_len (20: the bytes in use, this header included),
+  u64 seq_num (24), two timestamps;
 - ``struct tpacket3_hdr``: u32 tp_next_offset (0), tp_sec (4), tp_nsec (8), tp_snaplen
   (12), tp_len (16), tp_status (20), u16 tp_mac (24), tp_net (26), then
   ``struct tpacket_hdr_variant1``: u32 tp_rxhash (28), u32 tp_vlan_tci (32),
@@ -25,6 +26,13 @@ packet_mmap.rst describes their use), all in the machine's byte order:
   (net/packet/af_packet.c, packet_getsockopt);
 - ``struct packet_mreq`` (PACKET_ADD_MEMBERSHIP): int mr_ifindex, u16 mr_type, u16 mr_alen,
   u8 mr_address[8].
+
+The daemon reads the ring with ``walk``: each ready block is copied out whole (one copy of a
+few hundred frames, cheaper than a slice per frame) and given back to the kernel at once,
+then its frames are handed in place, as offsets into that copy, to the pipeline's fast path
+(netwatch.pipeline.fast_path, the same per-packet work as a replay); only a frame the fast
+path does not count is sliced out for the full path. ``poll`` gives the same frames as a list
+of tuples (the ``LiveSource`` shape) for tests and tools.
 
 Kernels strip 802.1Q/802.1ad tags into the packet's metadata (hardware VLAN offload, or
 ``skb_vlan_untag`` on receive): a frame whose ``tp_status`` has TP_STATUS_VLAN_VALID gets its
@@ -46,6 +54,17 @@ from typing import Any
 
 from ..decode import LINKTYPE_ETHERNET, LINKTYPE_RAW
 from . import Frame
+
+# What ``walk`` is handed (netwatch.pipeline.Pipeline.feed_walk): the fast path
+# ``fast(buf, o, n, wire, ts)``, True when it counted the frame ``buf[o:o + n]`` in place;
+# the full path ``full(ts, linktype, frame, wire)``, which returns the time until which the
+# fast path may be used (the pipeline's next timed work); and that time now.
+FastCount = Callable[[bytes, int, int, int, float], bool]
+FullPath = Callable[[float, int, bytes, int], float]
+# What ``walk`` returns: frames, their bytes on the wire, the bytes captured, the frames
+# the fast path counted, the last frame's time.
+Walked = tuple[int, int, int, int, float]
+Walk = Callable[[FastCount, FullPath, float], Walked]
 
 SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
@@ -69,13 +88,17 @@ ETH_P_8021Q = 0x8100
 ARPHRD_LINKTYPES = {1: LINKTYPE_ETHERNET, 772: LINKTYPE_ETHERNET, 65534: LINKTYPE_RAW,
                     519: LINKTYPE_RAW}
 
-# The ring: BLOCK_NR blocks of BLOCK_SIZE bytes, 16 MiB in all by default. What it must
-# hold is a burst while Python is busy or not scheduled: on this project's 2-core
-# development machine (heavily shared), the home mix sent at 42,000 packets/s (286 Mbit/s)
-# for 2.2 s lost 8.4 % of its packets with a 4 MiB ring (tcpdump's default buffer is 2 MiB)
-# and none with 16 MiB. A Raspberry Pi has the memory; a router short of it sets
-# ``ring_mib`` lower (or uses the nflog source). The block size must be a multiple of the
-# page size (packet_mmap.rst).
+# The ring: BLOCK_NR blocks of BLOCK_SIZE bytes, 16 MiB in all by default (``ring_mib``).
+# What it must hold is a burst while Python is busy or not scheduled: on this project's
+# 2-core development machine (heavily shared), the home mix sent at 42,000 packets/s
+# (286 Mbit/s) for 2.2 s lost 8.4 % of its packets with a 4 MiB ring and none with 16 MiB.
+# Its cost is that memory itself: the kernel allocates the blocks when the capture opens,
+# they cannot be swapped, and they count in netwatch's RSS once filled. 16 MiB holds about
+# 17,000 frames of the home mix (860 bytes on average, 82 bytes of header each): 0.15 s at
+# 120,000 packets/s. For comparison, libpcap's default buffer (tcpdump, ndpiReader) is a
+# 2 MiB ring; Suricata and Zeek size theirs in their settings too. A Raspberry Pi has the
+# memory (1.6 % of a Pi 3's 1 GiB); a router short of it sets ``ring_mib`` lower (or uses
+# the nflog source). The block size must be a multiple of the page size (packet_mmap.rst).
 BLOCK_SIZE = 1 << 18
 BLOCK_NR = 64
 # Frames are packed in a V3 block whatever their size; the frame size only sets the kernel's
@@ -83,7 +106,8 @@ BLOCK_NR = 64
 FRAME_SIZE = 2048
 # A block is handed to netwatch at the latest this long after its first frame, so one
 # handshake packet on a quiet network reaches the recognisers within 0.1 s, not when the
-# block fills.
+# block fills (libpcap uses its caller's timeout: ndpiReader's 500 ms, tcpdump's 1 s). Under
+# load blocks fill long before: a 256 KiB block holds about 270 frames of the home mix.
 RETIRE_TIMEOUT_MS = 100
 # Frames handed over per poll at most: the daemon's loop keeps turning (clock, signals).
 MAX_BATCH = 4096
@@ -91,7 +115,7 @@ MAX_BATCH = 4096
 # packet and its link header make).
 RECV_BUFFER = 65536 + 256
 
-_BLOCK_HDR = struct.Struct("=III")  # block_status, num_pkts, offset_to_first_pkt (at 8)
+_BLOCK_HDR = struct.Struct("=IIII")  # block_status, num_pkts, offset_to_first_pkt, blk_len
 _PKT_HDR = struct.Struct("=IIIIIIH")  # tp_next_offset … tp_mac
 _VLAN = struct.Struct("=IH")  # tp_vlan_tci, tp_vlan_tpid (at 32)
 _STATUS = struct.Struct("=I")
@@ -148,6 +172,113 @@ def interface_linktype(iface: str) -> int:
     return lt
 
 
+class Ring:
+    """A TPACKET_V3 receive ring: ``block_nr`` blocks of ``block_size`` bytes in ``mm`` (the
+    socket's mapping, or any buffer laid out the same way), handed over in turn by the
+    kernel. Counts the frames and wire bytes it hands on."""
+
+    def __init__(self, mm: mmap.mmap, block_size: int, block_nr: int, linktype: int):
+        self.mm = mm
+        self.block_size = block_size
+        self.block_nr = block_nr
+        self.linktype = linktype
+        self.block = 0  # the next block the kernel hands over
+        self.packets = self.bytes = 0
+
+    def ready(self) -> bool:
+        """Whether the next block has been handed over."""
+        return bool(_STATUS.unpack_from(self.mm, self.block * self.block_size + 8)[0]
+                    & TP_STATUS_USER)
+
+    def _take(self) -> tuple[bytes, int, int] | None:
+        """The next block if it is ready: a copy of its bytes in use, its frame count and
+        the offset of its first frame; the block itself goes back to the kernel."""
+        mm, base = self.mm, self.block * self.block_size
+        status, num, first, length = _BLOCK_HDR.unpack_from(mm, base + 8)
+        if not status & TP_STATUS_USER:
+            return None
+        buf = mm[base:base + min(length, self.block_size)]
+        _STATUS.pack_into(mm, base + 8, TP_STATUS_KERNEL)
+        self.block = (self.block + 1) % self.block_nr
+        return buf, num, first
+
+    def walk(self, fast: FastCount, full: FullPath, until: float) -> Walked:
+        """The ready blocks (up to about MAX_BATCH frames), each frame to ``fast`` in place
+        while its time is before ``until``, to ``full`` otherwise or when ``fast`` does not
+        count it (see FastCount above). Each block is copied out whole and given back before
+        its frames are read, so the kernel can refill it while the pipeline works. A frame
+        whose VLAN tag the kernel took out gets it back (a copy, on the full path: the fast
+        path reads untagged Ethernet only)."""
+        unpack_pkt = _PKT_HDR.unpack_from
+        linktype = self.linktype
+        ethernet = linktype == LINKTYPE_ETHERNET
+        vlan_valid = TP_STATUS_VLAN_VALID
+        packets = nbytes = captured = counted = 0
+        ts = 0.0
+        while packets < MAX_BATCH:
+            block = self._take()
+            if block is None:
+                break
+            buf, num, p = block
+            packets += num
+            for _ in range(num):
+                nxt, sec, nsec, snap, wire, status, mac = unpack_pkt(buf, p)
+                ts = sec + nsec * 1e-9
+                o = p + mac
+                if status & vlan_valid:
+                    # The tag's 4 bytes were on the wire, and are in the frame again.
+                    wire += 4
+                    nbytes += wire
+                    captured += snap + 4
+                    until = full(ts, linktype, _tagged(buf, p, o, snap, status), wire)
+                    p += nxt
+                    continue
+                nbytes += wire
+                captured += snap
+                if ethernet and ts < until and fast(buf, o, snap, wire, ts):
+                    counted += 1
+                else:
+                    until = full(ts, linktype, buf[o:o + snap], wire)
+                p += nxt
+        self.packets += packets
+        self.bytes += nbytes
+        return packets, nbytes, captured, counted, ts
+
+    def frames(self, out: list[Frame], limit: int = MAX_BATCH) -> None:
+        """The ready blocks' frames as tuples, into ``out`` (up to about ``limit``)."""
+        unpack_pkt, linktype = _PKT_HDR.unpack_from, self.linktype
+        while len(out) < limit:
+            block = self._take()
+            if block is None:
+                return
+            buf, num, p = block
+            for _ in range(num):
+                nxt, sec, nsec, snap, wire, status, mac = unpack_pkt(buf, p)
+                o = p + mac
+                if status & TP_STATUS_VLAN_VALID:
+                    frame = _tagged(buf, p, o, snap, status)
+                    wire += 4
+                else:
+                    frame = buf[o:o + snap]
+                out.append((sec + nsec * 1e-9, linktype, frame, wire))
+                self.bytes += wire
+                p += nxt
+            self.packets += num
+
+    def close(self) -> None:
+        self.mm.close()
+
+
+def _tagged(buf: bytes, hdr: int, start: int, snap: int, status: int) -> bytes:
+    """The frame at ``buf[start:start + snap]`` with the VLAN tag the kernel took out
+    (``tp_vlan_tci``, and ``tp_vlan_tpid`` when valid, of the frame's header at ``hdr``)
+    put back after the two MAC addresses, as it was on the wire."""
+    tci, tpid = _VLAN.unpack_from(buf, hdr + 32)
+    if not status & TP_STATUS_VLAN_TPID_VALID:
+        tpid = ETH_P_8021Q
+    return buf[start:start + 12] + _TAG.pack(tpid, tci & 0xFFFF) + buf[start + 12:start + snap]
+
+
 class AfPacketSource:
     """Frames on ``iface`` (see the module's docstring). ``ring=False`` forces the plain
     recv reader; ``promiscuous`` (the default) also takes frames for other machines, as a
@@ -164,11 +295,10 @@ class AfPacketSource:
         self.clock = clock
         self.block_size = block_size
         self.block_nr = block_nr
-        self.packets = self.bytes = 0
+        self.recv_packets = self.recv_bytes = 0  # read with plain recv calls
         self.received = self.dropped = 0
         self.ring_problem: str | None = None  # why the ring is not used, when it is not
-        self._mm: mmap.mmap | None = None
-        self._block = 0
+        self._ring: Ring | None = None
         try:
             # Protocol 0: nothing is queued until bind(), after the filter is in place.
             self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
@@ -194,13 +324,26 @@ class AfPacketSource:
             raise SourceError(f"cannot capture on {iface}: {e.strerror or e}") from None
         self._poller = select.poll()
         self._poller.register(self.sock.fileno(), select.POLLIN | select.POLLERR)
-        if self._mm is None:
+        if self._ring is None:
             self.sock.setblocking(False)
             self._buf = bytearray(RECV_BUFFER)
 
     @property
     def ring(self) -> bool:
-        return self._mm is not None
+        return self._ring is not None
+
+    @property
+    def in_place(self) -> bool:
+        """Whether ``walk`` may be used (there is a ring to walk)."""
+        return self._ring is not None
+
+    @property
+    def packets(self) -> int:
+        return self.recv_packets + (self._ring.packets if self._ring is not None else 0)
+
+    @property
+    def bytes(self) -> int:
+        return self.recv_bytes + (self._ring.bytes if self._ring is not None else 0)
 
     def _setup_ring(self) -> None:
         try:
@@ -209,12 +352,13 @@ class AfPacketSource:
                               self.block_size // FRAME_SIZE * self.block_nr,
                               RETIRE_TIMEOUT_MS, 0, 0)
             self.sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
-            self._mm = mmap.mmap(self.sock.fileno(), self.block_size * self.block_nr,
-                                 mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            mm = mmap.mmap(self.sock.fileno(), self.block_size * self.block_nr,
+                           mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            self._ring = Ring(mm, self.block_size, self.block_nr, self.linktype)
         except OSError as e:
             # The socket is still good for plain reads, at TPACKET_V1's defaults.
             self.ring_problem = e.strerror or str(e)
-            self._mm = None
+            self._ring = None
             self.sock.close()
             self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
             if self.linktype == LINKTYPE_ETHERNET:
@@ -222,54 +366,32 @@ class AfPacketSource:
 
     # ------------------------------------------------------------------ reading
 
+    def wait(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for a block to be handed over; whether one is ready."""
+        ring = self._ring
+        assert ring is not None
+        if not ring.ready():
+            self._poller.poll(max(0, int(timeout_s * 1000)))
+        return ring.ready()
+
+    def walk(self, fast: FastCount, full: FullPath, until: float) -> Walked:
+        """The ring's ready frames in place (``Ring.walk``; the daemon's hot loop)."""
+        assert self._ring is not None
+        return self._ring.walk(fast, full, until)
+
     def poll(self, timeout_s: float) -> list[Frame]:
         """The frames that arrived, waiting up to ``timeout_s`` when there are none."""
         out: list[Frame] = []
-        if self._mm is not None:
-            if not self._ready():
-                self._poller.poll(max(0, int(timeout_s * 1000)))
-            while len(out) < MAX_BATCH and self._ready():
-                self._walk_block(out)
+        if self._ring is not None:
+            if self.wait(timeout_s):
+                self._ring.frames(out)
         else:
             self._recv(out)
             if not out:
                 self._poller.poll(max(0, int(timeout_s * 1000)))
                 self._recv(out)
-        self.packets += len(out)
+            self.recv_packets += len(out)
         return out
-
-    def _ready(self) -> bool:
-        assert self._mm is not None
-        off = self._block * self.block_size
-        return bool(_STATUS.unpack_from(self._mm, off + 8)[0] & TP_STATUS_USER)
-
-    def _walk_block(self, out: list[Frame]) -> None:
-        """Every frame of the current block, then the block back to the kernel."""
-        mm = self._mm
-        assert mm is not None
-        base = self._block * self.block_size
-        _status, num, first = _BLOCK_HDR.unpack_from(mm, base + 8)
-        unpack_pkt, linktype = _PKT_HDR.unpack_from, self.linktype
-        nbytes = 0
-        p = base + first
-        for _ in range(num):
-            nxt, sec, nsec, snap, wire, status, mac = unpack_pkt(mm, p)
-            start = p + mac
-            frame = mm[start:start + snap]
-            if status & TP_STATUS_VLAN_VALID:
-                tci, tpid = _VLAN.unpack_from(mm, p + 32)
-                if not status & TP_STATUS_VLAN_TPID_VALID:
-                    tpid = ETH_P_8021Q
-                # The tag as it was on the wire, after the two MAC addresses; the wire
-                # carried its 4 bytes too.
-                frame = frame[:12] + _TAG.pack(tpid, tci & 0xFFFF) + frame[12:]
-                wire += 4
-            out.append((sec + nsec * 1e-9, linktype, frame, wire))
-            nbytes += wire
-            p += nxt
-        self.bytes += nbytes
-        _STATUS.pack_into(mm, base + 8, TP_STATUS_KERNEL)
-        self._block = (self._block + 1) % self.block_nr
 
     def _recv(self, out: list[Frame]) -> None:
         """The fallback: what is queued, one recv each (MSG_TRUNC gives the frame's full
@@ -283,7 +405,7 @@ class AfPacketSource:
             except (BlockingIOError, InterruptedError):
                 return
             out.append((now, linktype, bytes(buf[:min(n, len(buf))]), n))
-            self.bytes += n
+            self.recv_bytes += n
 
     # ------------------------------------------------------------------ the rest
 
@@ -291,7 +413,7 @@ class AfPacketSource:
         """Cumulative: frames and bytes handed over, and the kernel's PACKET_STATISTICS
         (which resets on each read, so it is added up here)."""
         if self.sock.fileno() >= 0:
-            layout = _STATS_V3 if self._mm is not None else _STATS_V1
+            layout = _STATS_V3 if self._ring is not None else _STATS_V1
             raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, layout.size)
             got, drops = layout.unpack(raw)[:2]
             self.received += got
@@ -303,9 +425,9 @@ class AfPacketSource:
         return self.sock.fileno()
 
     def close(self) -> None:
-        if self._mm is not None:
-            self._mm.close()
-            self._mm = None
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
         sock = getattr(self, "sock", None)
         if sock is not None and sock.fileno() >= 0:
             sock.close()
