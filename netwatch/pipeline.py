@@ -160,13 +160,20 @@ def fast_path(tcp: FlowTable, udp: FlowTable) -> Callable[[bytes, int, int, int,
     ``fast_ipv4`` needs; for IPv6 with TCP or UDP right after its fixed header the flow key
     is 36 bytes of the frame, and the same rules apply. True: the packet was counted."""
     count4 = fast_ipv4(tcp, udp)
+    ff = FrameFields(">")  # the frame's fields alone, without a record header
+    fields, ipv4, frag_mask = ff.struct.unpack_from, ff.ipv4, ff.frag
 
     def count(buf: bytes, o: int, n: int, size: int, ts: float) -> bool:
-        if n < 42:
+        if n >= 48:
+            eth, vihl, frag, p, key, b44, flags = fields(buf, o)
+            if eth == ipv4 and vihl == 0x45 and not frag & frag_mask:
+                return count4(p, key, flags, b44, n, size, ts)
+        elif n < 42:
             return False
-        if (buf[o + 12] == 8 and buf[o + 13] == 0 and buf[o + 14] == 0x45
+        elif (buf[o + 12] == 8 and buf[o + 13] == 0 and buf[o + 14] == 0x45
                 and not (buf[o + 20] & 0x1F or buf[o + 21])):
-            return count4(buf[o + 23], buf[o + 26:o + 38], buf[o + 47] if n >= 48 else 0,
+            # A short IPv4 frame (UDP with under 6 bytes of payload).
+            return count4(buf[o + 23], buf[o + 26:o + 38], 0,
                           buf[o + 44] if n >= 45 else 0x80, n, size, ts)
         if not (buf[o + 12] == 0x86 and buf[o + 13] == 0xDD and n >= 62):
             return False
