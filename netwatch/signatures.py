@@ -8,6 +8,7 @@ user editing a file sees at once what is wrong.
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import ipaddress
 import json
@@ -723,7 +724,7 @@ def load_dir(path: str = DEFAULT_DIR, known_recognisers: Iterable[str] = ()) -> 
         gen = os.path.join(path, sub)
         if os.path.isdir(gen):
             files += _toml_files(gen)
-    where = _cache_file() if os.path.abspath(path) == os.path.abspath(DEFAULT_DIR) else None
+    where = _cache_file(path) if os.path.abspath(path) == os.path.abspath(DEFAULT_DIR) else None
     cache = _DocumentCache(files, where) if where is not None else None
     sigs: list[Signature] = []
     problems: list[str] = []
@@ -762,11 +763,16 @@ def load_dir(path: str = DEFAULT_DIR, known_recognisers: Iterable[str] = ()) -> 
 CACHE_FORMAT = 1
 
 
-def _cache_file() -> str | None:
-    """Where the cache lives; None for a user with no home (a daemon's own user)."""
+def _cache_file(folder: str) -> str | None:
+    """Where the cache of ``folder`` lives; None for a user with no home (a daemon's own
+    user). Each folder has its own file: two installs used in turn (a checkout and a
+    virtualenv) would otherwise each find the other's documents and parse every file."""
     base = os.environ.get("NETWATCH_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "netwatch")
-    return os.path.join(base, "signatures.json") if os.path.isabs(base) else None
+    if not os.path.isabs(base):
+        return None
+    tag = binascii.crc32(os.path.abspath(folder).encode("utf-8", "surrogateescape"))
+    return os.path.join(base, f"signatures-{tag:08x}.json")
 
 
 class _DocumentCache:
