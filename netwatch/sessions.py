@@ -88,6 +88,9 @@ def thresholds_from(settings: dict[str, float]) -> Thresholds:
 
 @dataclass
 class Session:
+    """A remote-access session on one device, as the tracker sees it: its flows, peers,
+    bytes and state."""
+
     id: int
     tool: str
     device_ip: str

@@ -62,6 +62,9 @@ class SignatureError(Exception):
 
 @dataclass(slots=True)
 class NameRule:
+    """A name pattern of a tool (``[[names]]``): what a matching name is, seen as which
+    evidence."""
+
     tool: str
     pattern: str
     regex: Glob | re.Pattern[str]  # .match(lower-case name)
@@ -107,6 +110,8 @@ class NameMatch:
 
 @dataclass(slots=True)
 class DownloadRule:
+    """A tool's download host (``[[downloads]]``) and the installer paths it serves."""
+
     tool: str
     host: str
     regex: Glob | re.Pattern[str]
@@ -116,6 +121,8 @@ class DownloadRule:
 
 @dataclass(slots=True)
 class CertRule:
+    """A certificate subject attribute (CN or O) that names a tool (``[[certificates]]``)."""
+
     tool: str
     attribute: str  # "CN" or "O"
     value: str
@@ -124,6 +131,8 @@ class CertRule:
 
 @dataclass(slots=True)
 class PayloadRule:
+    """The bytes a tool's own protocol opens with (``[[payloads]]``)."""
+
     tool: str
     proto: str
     offset: int
@@ -136,6 +145,9 @@ class PayloadRule:
 
 @dataclass(slots=True)
 class NetworkRule:
+    """A tool's own networks (``[[networks]]``), which count only with the payload shape
+    ``requires`` names."""
+
     tool: str
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     role: str
@@ -149,6 +161,8 @@ class NetworkRule:
 
 @dataclass(slots=True)
 class PortHint:
+    """A tool's ports (``[[ports]]``): support for other evidence, at most a ``scan``."""
+
     proto: str
     ports: tuple[int, ...]
     scan: bool
@@ -158,6 +172,8 @@ class PortHint:
 
 @dataclass(slots=True)
 class Signature:
+    """One tool's signature file, validated."""
+
     tool: str
     name: str
     vendor: str
