@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from netwatch.recognisers import load_all
-from netwatch.signatures import DEFAULT_DIR, SignatureError, _cache_file, load_dir, load_file
+from netwatch.signatures import (
+    DEFAULT_DIR,
+    GENERATED_DIRS,
+    SignatureError,
+    _cache_file,
+    load_dir,
+    load_file,
+)
 
 GOOD = '''id = "demo"
 name = "Demo"
@@ -170,3 +177,16 @@ def test_each_signature_folder_has_its_own_cache(tmp_path: Path,
     here, there = _cache_file(DEFAULT_DIR), _cache_file(str(tmp_path / "signatures"))
     assert here is not None and there is not None and here != there
     assert _cache_file(DEFAULT_DIR + os.sep) == here
+
+
+def test_an_install_carries_every_signature_folder() -> None:
+    # setup.cfg's data_files put the signatures under share/netwatch/ for an installed
+    # copy (pip install .); a folder left out there is silently missing from it.
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(DEFAULT_DIR).parent / "setup.cfg", encoding="utf-8")
+    shipped = {dest: src.strip() for dest, src in cfg["options.data_files"].items()}
+    assert shipped["share/netwatch/signatures"] == "signatures/*.toml"
+    for sub in GENERATED_DIRS:
+        assert shipped[f"share/netwatch/signatures/{sub}"] == f"signatures/{sub}/*.toml"
