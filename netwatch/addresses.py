@@ -8,7 +8,6 @@ inspected and every session)."""
 from __future__ import annotations
 
 import ipaddress
-import socket
 from collections.abc import Iterable
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -57,4 +56,11 @@ def ip_bytes(text: str) -> bytes:
 
 
 def ip_text(raw: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+    """An address's usual text: dotted IPv4, RFC 5952 IPv6 (as ``inet_ntop`` writes it)."""
+    if len(raw) == 4:
+        return f"{raw[0]}.{raw[1]}.{raw[2]}.{raw[3]}"
+    # Imported here: ``socket`` builds its enums at import, a few milliseconds of every
+    # start-up, and a capture of IPv4 alone never needs it.
+    import socket
+
+    return socket.inet_ntop(socket.AF_INET6, raw)

@@ -146,10 +146,11 @@ def make_mix(packets: int, seed: int, workdir: Path) -> tuple[Path, Path]:
 
 # ---------------------------------------------------------------- timing whole processes
 
-def time_process(argv: list[str]) -> Timing:
+def time_process(argv: list[str], env: dict[str, str] | None = None) -> Timing:
     """Wall seconds, CPU seconds and peak RSS of one child process, from the kernel."""
     t0 = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=env)
     _pid, status, usage = os.wait4(proc.pid, 0)
     wall = time.monotonic() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -165,19 +166,21 @@ def ndpi_argv(pcap: Path, out: Path) -> list[str] | None:
     return [exe, "-q", "-i", str(pcap), "-C", str(out)] if exe else None
 
 
-def pair(ours: list[str], peer: list[str] | None, runs: int
+def pair(ours: list[str], peer: list[str] | None, runs: int,
+         env: dict[str, str] | None = None
          ) -> tuple[list[Timing], list[Timing], list[float]]:
     """netwatch and ndpiReader in turn, ``runs`` times each: their timings and the ratios
-    of the pairs (ndpiReader's wall time over netwatch's: netwatch's speed relative)."""
+    of the pairs (ndpiReader's wall time over netwatch's: netwatch's speed relative).
+    ``env`` is netwatch's environment (default: this process's)."""
     mine: list[Timing] = []
     theirs: list[Timing] = []
     ratios: list[float] = []
     # One uncounted run of each first: the file is then in the page cache for both.
-    time_process(ours)
+    time_process(ours, env)
     if peer is not None:
         time_process(peer)
     for _ in range(runs):
-        t = time_process(ours)
+        t = time_process(ours, env)
         if t.returncode != 0:
             raise RuntimeError(f"netwatch replay exited {t.returncode}")
         mine.append(t)
@@ -268,13 +271,24 @@ def pcapng_runs(report: Report, pcap: Path, truth: Path | None, runs: int, tmp: 
         report.pcapng["sessions"] = sessions_found(log, truth)
 
 
+def user_env() -> dict[str, str]:
+    """This process's environment as a user's shell has it for timing start-up: without
+    PYTHONDONTWRITEBYTECODE, which some build and test set-ups export. With it, Python
+    compiles every netwatch module from source on every run of an editable install (most
+    of a small replay's start-up); a user's first run, or pip at install time, writes the
+    bytecode once, and the uncounted first run of ``pair`` does the same here."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
 def startup_runs(report: Report, pcap: Path, runs: int, tmp: Path, peer: bool) -> None:
     """Start-up: a replay of the mix's first few packets, against ndpiReader on them."""
     small = tmp / "startup.pcap"
     first_packets(pcap, small)
     ndpi = ndpi_argv(small, tmp / "ndpi-small.csv") if peer else None
     mine, theirs, ratios = pair(netwatch_argv(small, tmp / "startup.eve.json"), ndpi,
-                                max(runs, STARTUP_RUNS))
+                                max(runs, STARTUP_RUNS), user_env())
     report.startup = {"packets": STARTUP_PACKETS, "netwatch_s": [t.wall for t in mine],
                       "netwatch_cpu_s": [t.cpu for t in mine],
                       "ndpi_s": [t.wall for t in theirs], "ratios": ratios}

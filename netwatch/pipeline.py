@@ -206,6 +206,9 @@ def fast_path(tcp: FlowTable, udp: FlowTable) -> Callable[[bytes, int, int, int,
 
 @dataclass
 class Counters:
+    """What a run counted: packets, flows, DNS answers, events and files (the ``stats``
+    event and the summary)."""
+
     packets: int = 0
     bytes: int = 0  # on the wire (original lengths)
     captured_bytes: int = 0  # what the capture kept (less with a snap length)
@@ -270,6 +273,8 @@ class StageTimes:
 
 @dataclass
 class Result:
+    """What a replay ends with: the counters, the latest verdict per flow and the alerts."""
+
     counters: Counters
     findings: list[Finding] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)

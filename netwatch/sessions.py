@@ -39,13 +39,12 @@ names up.
 
 from __future__ import annotations
 
-import socket
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .addresses import is_lan_address
+from .addresses import ip_text, is_lan_address
 from .eventlog import iso_timestamp
 from .flows import MAX_SESSION_PEERS, Flow
 from .recognisers import Detection
@@ -89,6 +88,9 @@ def thresholds_from(settings: dict[str, float]) -> Thresholds:
 
 @dataclass
 class Session:
+    """A remote-access session on one device, as the tracker sees it: its flows, peers,
+    bytes and state."""
+
     id: int
     tool: str
     device_ip: str
@@ -120,7 +122,7 @@ class Session:
 
     def flow_bytes(self, f: Flow) -> tuple[int, int]:
         """One flow's bytes, device -> remote first."""
-        if ip_str(f.client_ip) == self.device_ip:
+        if ip_text(f.client_ip) == self.device_ip:
             return f.bytes[0], f.bytes[1]
         return f.bytes[1], f.bytes[0]
 
@@ -137,10 +139,6 @@ class Session:
             out += o
             inn += i
         return out, inn
-
-
-def ip_str(raw: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
 
 
 class SessionTracker:
@@ -183,7 +181,7 @@ class SessionTracker:
             if new:
                 self._change(s, s.state, ts)
             return
-        self._add_peer(s, ip_str(f.server_ip if ip_str(f.client_ip) == device
+        self._add_peer(s, ip_text(f.server_ip if ip_text(f.client_ip) == device
                                  else f.client_ip))
         if f.name:
             self._add_peer(s, f.name)
@@ -385,16 +383,16 @@ class SessionTracker:
         else the client)."""
         if is_lan_address(f.client_ip):
             if self.is_device is not None and is_lan_address(f.server_ip) and \
-                    not self.is_device(ip_str(f.client_ip)) and \
-                    self.is_device(ip_str(f.server_ip)):
-                return ip_str(f.server_ip)  # an inbound session to a known device
-            return ip_str(f.client_ip)
+                    not self.is_device(ip_text(f.client_ip)) and \
+                    self.is_device(ip_text(f.server_ip)):
+                return ip_text(f.server_ip)  # an inbound session to a known device
+            return ip_text(f.client_ip)
         if is_lan_address(f.server_ip):
-            return ip_str(f.server_ip)
+            return ip_text(f.server_ip)
         return None
 
     def _remember_past(self, s: Session, f: Flow, ts: float) -> None:
-        peer = ip_str(f.server_ip if ip_str(f.client_ip) == s.device_ip else f.client_ip)
+        peer = ip_text(f.server_ip if ip_text(f.client_ip) == s.device_ip else f.client_ip)
         for ended_at, old in reversed(self.ended):
             same_tool = old.tool == s.tool and old.device_ip == s.device_ip
             same_peer = not f.from_log and (

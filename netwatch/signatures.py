@@ -8,6 +8,7 @@ user editing a file sees at once what is wrong.
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import ipaddress
 import json
@@ -61,6 +62,9 @@ class SignatureError(Exception):
 
 @dataclass(slots=True)
 class NameRule:
+    """A name pattern of a tool (``[[names]]``): what a matching name is, seen as which
+    evidence."""
+
     tool: str
     pattern: str
     regex: Glob | re.Pattern[str]  # .match(lower-case name)
@@ -106,6 +110,8 @@ class NameMatch:
 
 @dataclass(slots=True)
 class DownloadRule:
+    """A tool's download host (``[[downloads]]``) and the installer paths it serves."""
+
     tool: str
     host: str
     regex: Glob | re.Pattern[str]
@@ -115,6 +121,8 @@ class DownloadRule:
 
 @dataclass(slots=True)
 class CertRule:
+    """A certificate subject attribute (CN or O) that names a tool (``[[certificates]]``)."""
+
     tool: str
     attribute: str  # "CN" or "O"
     value: str
@@ -123,6 +131,8 @@ class CertRule:
 
 @dataclass(slots=True)
 class PayloadRule:
+    """The bytes a tool's own protocol opens with (``[[payloads]]``)."""
+
     tool: str
     proto: str
     offset: int
@@ -135,6 +145,9 @@ class PayloadRule:
 
 @dataclass(slots=True)
 class NetworkRule:
+    """A tool's own networks (``[[networks]]``), which count only with the payload shape
+    ``requires`` names."""
+
     tool: str
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     role: str
@@ -148,6 +161,8 @@ class NetworkRule:
 
 @dataclass(slots=True)
 class PortHint:
+    """A tool's ports (``[[ports]]``): support for other evidence, at most a ``scan``."""
+
     proto: str
     ports: tuple[int, ...]
     scan: bool
@@ -157,6 +172,8 @@ class PortHint:
 
 @dataclass(slots=True)
 class Signature:
+    """One tool's signature file, validated."""
+
     tool: str
     name: str
     vendor: str
@@ -723,7 +740,7 @@ def load_dir(path: str = DEFAULT_DIR, known_recognisers: Iterable[str] = ()) -> 
         gen = os.path.join(path, sub)
         if os.path.isdir(gen):
             files += _toml_files(gen)
-    where = _cache_file() if os.path.abspath(path) == os.path.abspath(DEFAULT_DIR) else None
+    where = _cache_file(path) if os.path.abspath(path) == os.path.abspath(DEFAULT_DIR) else None
     cache = _DocumentCache(files, where) if where is not None else None
     sigs: list[Signature] = []
     problems: list[str] = []
@@ -762,11 +779,16 @@ def load_dir(path: str = DEFAULT_DIR, known_recognisers: Iterable[str] = ()) -> 
 CACHE_FORMAT = 1
 
 
-def _cache_file() -> str | None:
-    """Where the cache lives; None for a user with no home (a daemon's own user)."""
+def _cache_file(folder: str) -> str | None:
+    """Where the cache of ``folder`` lives; None for a user with no home (a daemon's own
+    user). Each folder has its own file: two installs used in turn (a checkout and a
+    virtualenv) would otherwise each find the other's documents and parse every file."""
     base = os.environ.get("NETWATCH_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "netwatch")
-    return os.path.join(base, "signatures.json") if os.path.isabs(base) else None
+    if not os.path.isabs(base):
+        return None
+    tag = binascii.crc32(os.path.abspath(folder).encode("utf-8", "surrogateescape"))
+    return os.path.join(base, f"signatures-{tag:08x}.json")
 
 
 class _DocumentCache:

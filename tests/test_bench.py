@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from conftest import RECORDED, SYNTHETIC
@@ -121,3 +122,13 @@ def test_guard_covers_the_pcapng_ratio_when_recorded(tmp_path: Path) -> None:
     r.pcapng = {"ratios": [0.2, 0.25, 0.28]}
     ok, msg = bench.guard(r, rec)
     assert not ok and "pcapng speed ratio 0.25" in msg
+
+
+def test_start_up_is_timed_with_the_bytecode_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A user's second run reads netwatch's cached bytecode; with PYTHONDONTWRITEBYTECODE
+    # (exported by some test set-ups) an editable install would compile it on every run.
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    monkeypatch.setenv("NETWATCH_CACHE_DIR", "/somewhere")
+    env = bench.user_env()
+    assert "PYTHONDONTWRITEBYTECODE" not in env
+    assert env["NETWATCH_CACHE_DIR"] == "/somewhere"

@@ -168,12 +168,13 @@ def test_promtool_finds_nothing_to_say_about_a_scrape(tmp_path: Path) -> None:
 
 
 # What a replay never needs: the daemon's metrics and senders, the bench's child processes,
-# the household's policy and messages, the live sources. Importing them is start-up time
-# that every small capture pays.
+# the household's policy and messages, the live sources, the other commands' definitions,
+# socket (an IPv4 capture's addresses are written without it). Importing them is start-up
+# time that every small capture pays.
 NOT_FOR_REPLAY = ("prometheus_client", "yaml", "sqlite3", "http.server", "http.client",
                   "subprocess", "tempfile", "zoneinfo", "netwatch.policy", "netwatch.messages",
                   "netwatch.household", "netwatch.daemon", "netwatch.sources.conntrack",
-                  "netwatch.sources.dnslog", "netwatch.bench")
+                  "netwatch.sources.dnslog", "netwatch.bench", "netwatch.commands", "socket")
 
 
 def test_replay_imports_only_what_it_needs() -> None:
@@ -183,6 +184,21 @@ def test_replay_imports_only_what_it_needs() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_the_commands_loaded_on_demand_are_all_there() -> None:
+    import click
+    from click.testing import CliRunner
+
+    from netwatch.cli import LATER_COMMANDS, main
+
+    ctx = click.Context(main, info_name="netwatch")
+    for name in LATER_COMMANDS:
+        cmd = main.get_command(ctx, name)
+        assert cmd is not None and cmd.name == name
+    listed = CliRunner().invoke(main, ["--help"]).output.split("Commands:")[1]
+    names = [line.split()[0] for line in listed.splitlines() if line.startswith("  ")]
+    assert names == sorted([*LATER_COMMANDS, "replay"])
 
 
 # ---------------------------------------------------------------------- health

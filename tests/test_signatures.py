@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from netwatch.recognisers import load_all
-from netwatch.signatures import DEFAULT_DIR, SignatureError, load_dir, load_file
+from netwatch.signatures import (
+    DEFAULT_DIR,
+    GENERATED_DIRS,
+    SignatureError,
+    _cache_file,
+    load_dir,
+    load_file,
+)
 
 GOOD = '''id = "demo"
 name = "Demo"
@@ -140,7 +147,8 @@ def test_every_curated_signature_cites_its_sources():
 def test_default_signatures_come_back_from_the_cache(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NETWATCH_CACHE_DIR", str(tmp_path))
-    cache = tmp_path / "signatures.json"
+    cache = Path(_cache_file(DEFAULT_DIR) or "")
+    assert cache.parent == tmp_path
     first = load_dir(known_recognisers=load_all())
     assert cache.is_file()
     data = json.loads(cache.read_text(encoding="utf-8"))
@@ -160,3 +168,25 @@ def test_default_signatures_come_back_from_the_cache(tmp_path: Path,
     again = load_dir(known_recognisers=load_all())
     assert sorted(again.by_tool) == sorted(first.by_tool)
     assert json.loads(cache.read_text(encoding="utf-8"))["format"] == 1
+
+
+def test_each_signature_folder_has_its_own_cache(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # A checkout and an installed copy used in turn must not evict each other's documents.
+    monkeypatch.setenv("NETWATCH_CACHE_DIR", str(tmp_path))
+    here, there = _cache_file(DEFAULT_DIR), _cache_file(str(tmp_path / "signatures"))
+    assert here is not None and there is not None and here != there
+    assert _cache_file(DEFAULT_DIR + os.sep) == here
+
+
+def test_an_install_carries_every_signature_folder() -> None:
+    # setup.cfg's data_files put the signatures under share/netwatch/ for an installed
+    # copy (pip install .); a folder left out there is silently missing from it.
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(DEFAULT_DIR).parent / "setup.cfg", encoding="utf-8")
+    shipped = {dest: src.strip() for dest, src in cfg["options.data_files"].items()}
+    assert shipped["share/netwatch/signatures"] == "signatures/*.toml"
+    for sub in GENERATED_DIRS:
+        assert shipped[f"share/netwatch/signatures/{sub}"] == f"signatures/{sub}/*.toml"

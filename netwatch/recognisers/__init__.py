@@ -19,6 +19,8 @@ CONFIDENCE_RANK = {"low": 0, "medium": 1, "high": 2}
 
 @dataclass(slots=True)
 class Evidence:
+    """One thing a detection rests on: its kind, the value seen and how it matched."""
+
     kind: str  # handshake, sni, certificate, dns, http_host, port, payload, alpn, address,
     # proxy (the target a proxy or gateway was asked for)
     value: str
@@ -33,6 +35,8 @@ class Evidence:
 
 @dataclass(slots=True)
 class Detection:
+    """A recogniser's verdict on a flow: the tool, its role, how sure, and why."""
+
     tool: str
     role: str
     confidence: str
