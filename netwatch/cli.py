@@ -11,6 +11,7 @@ import click
 
 from . import __version__
 from .eventlog import EventLog
+from .flows import MAX_FLOWS, MAX_INSPECTING, Limits
 from .pipeline import Pipeline, Result
 from .recognisers import load_all
 from .report import summary_json, summary_text
@@ -82,9 +83,14 @@ def main() -> None:
 @click.option("--control-url", metavar="URL",
               help="The control endpoint as the carers' phones reach it; alerts then carry "
                    "signed 'Block now' / 'allow' links.")
+@click.option("--max-flows", type=click.IntRange(min=1), default=None,
+              help=f"Flows tracked at once (the flow table's cap) [default: {MAX_FLOWS}].")
+@click.option("--max-inspecting", type=click.IntRange(min=1), default=None,
+              help="Of these, flows still being inspected (half-open or undecided) "
+                   f"[default: {MAX_INSPECTING}].")
 def replay(captures: tuple[str, ...], eve_log: str | None, fmt: str, sig_dir: str,
-           household_file: str | None, notify_dir: str | None, control_url: str | None
-           ) -> None:
+           household_file: str | None, notify_dir: str | None, control_url: str | None,
+           max_flows: int | None, max_inspecting: int | None) -> None:
     """Run the detection pipeline over capture files (pcap or pcapng), in packet time.
 
     Prints what was found: which device talked to which remote-access tool, when, and how
@@ -102,7 +108,9 @@ def replay(captures: tuple[str, ...], eve_log: str | None, fmt: str, sig_dir: st
         log = EventLog(eve_log)
     except OSError as e:
         raise click.ClickException(f"cannot write event log {eve_log}: {e.strerror}") from None
-    pipe = Pipeline(sigs, log, household=household)
+    pipe = Pipeline(sigs, log, household=household,
+                    limits=Limits(max_flows=max_flows or MAX_FLOWS,
+                                  max_inspecting=max_inspecting or MAX_INSPECTING))
     notifier = None
     if notify_dir is not None:
         if household is None:
@@ -310,6 +318,8 @@ def signatures_test(tools: tuple[str, ...], examples_dir: str | None, sig_dir: s
 @click.option("--no-nflog", is_flag=True, help="Skip the nflog-mode share.")
 @click.option("--no-pcapng", is_flag=True, help="Skip the same mix rewritten as pcapng.")
 @click.option("--no-startup", is_flag=True, help="Skip the start-up timing.")
+@click.option("--no-table", is_flag=True,
+              help="Skip the flow-table-full measurement (65,536 flows; about 20 s).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False),
               help="Also write the figures as JSON.")
 @click.option("--record", type=click.Path(dir_okay=False),
@@ -318,8 +328,8 @@ def signatures_test(tools: tuple[str, ...], examples_dir: str | None, sig_dir: s
               help="Exit 1 if the speed ratio is below half the one recorded in this file.")
 def bench(packets: int, seed: int, pcap: str | None, truth: str | None, runs: int,
           workdir: str | None, no_peer: bool, no_stages: bool, no_nflog: bool,
-          no_pcapng: bool, no_startup: bool, json_out: str | None, record: str | None,
-          guard_file: str | None) -> None:
+          no_pcapng: bool, no_startup: bool, no_table: bool, json_out: str | None,
+          record: str | None, guard_file: str | None) -> None:
     """Time the replay pipeline on the home mix against ndpiReader, in one call."""
     import subprocess
     import tempfile
@@ -342,7 +352,7 @@ def bench(packets: int, seed: int, pcap: str | None, truth: str | None, runs: in
         mix_truth = Path(truth) if truth else None
     report = b.run(mix, mix_truth, runs=runs, peer=not no_peer, stages=not no_stages,
                    nflog=not no_nflog, pcapng=not no_pcapng, startup=not no_startup,
-                   workdir=Path(workdir) if pcap is None else None)
+                   table=not no_table, workdir=Path(workdir) if pcap is None else None)
     click.echo(b.render(report), nl=False)
     if json_out:
         Path(json_out).write_text(json.dumps(report.as_dict(), indent=2) + "\n",
