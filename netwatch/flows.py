@@ -8,6 +8,7 @@ After that it only counts. Bounds are named here with the reasoning behind each.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +92,29 @@ SEQ_MOD = 1 << 32
 SEQ_HALF = 1 << 31
 
 
+_PORTS = struct.Struct("!HH").pack
+_PORT = struct.Struct("!H").unpack_from
+
+
+def flow_key(cip: bytes, sip: bytes, cport: int, sport: int) -> bytes:
+    """Addresses then ports, client first, as they sit in an IP packet from the client (the
+    fast path slices this from the frame). Addresses of two families (a resolver's log may
+    pair an IPv6 device with an IPv4 resolver) are told apart by a last byte, the client
+    address's length: such a key is in no table."""
+    key = cip + sip + _PORTS(cport, sport)
+    return key if len(cip) == len(sip) else key + bytes((len(cip),))
+
+
+def _client_len(key: bytes) -> int:
+    n = len(key)
+    return (n - 4) >> 1 if n == 12 or n == 36 else key[-1]
+
+
+def _server_len(key: bytes, client: int) -> int:
+    n = len(key)
+    return client if n == 12 or n == 36 else n - 5 - client
+
+
 _DONE: Any = ((), ())  # what a decided flow keeps of its inspection state
 _NO_CANDIDATES: Any = ()
 
@@ -98,10 +122,10 @@ _NO_CANDIDATES: Any = ()
 class Flow:
     __slots__ = (
         "from_log",
-        "id", "proto", "client_ip", "server_ip", "client_port", "server_port", "first_ts",
+        "id", "proto", "first_ts",
         "last_ts", "pkts", "bytes", "payload_pkts", "client_syn", "server_synack", "rst",
         "fins", "inspecting", "streams", "segments", "next_seq", "pending", "candidates",
-        "verdict", "name", "name_rule", "closing", "key", "rkey", "dns_tools",
+        "verdict", "name", "name_rule", "closing", "key", "dns_tools",
         "events", "narrowed_on", "sni", "sni_seen", "eve_id", "proxy", "opening_read",
     )
 
@@ -109,10 +133,9 @@ class Flow:
                  ts: float):
         self.id = fid
         self.proto = proto
-        self.client_ip = cip
-        self.client_port = cport
-        self.server_ip = sip
-        self.server_port = sport
+        # The flow table's key, client side first (Pipeline.tcp, .udp): the flow's addresses
+        # and ports are read from it, not kept twice.
+        self.key = flow_key(cip, sip, cport, sport)
         self.first_ts = ts
         self.last_ts = ts
         self.pkts = [0, 0]
@@ -132,8 +155,6 @@ class Flow:
         self.name: str | None = None
         self.name_rule: NameMatch | None = None
         self.closing = False
-        self.key: Any = None
-        self.rkey: Any = None
         self.dns_tools: set[str] | None = None
         # Not a connection: the lookups of one device read from the LAN resolver's log
         # (Pipeline.dns_lookup), so it carries no bytes and its far end is the resolver.
@@ -149,6 +170,36 @@ class Flow:
         self.proxy: Opening | None = None
         self.opening_read = False  # whether the first bytes were checked for one
         self.eve_id = 0  # the event log's flow_id, worked out at the flow's first event
+
+    @property
+    def client_ip(self) -> bytes:
+        return self.key[:_client_len(self.key)]
+
+    @property
+    def server_ip(self) -> bytes:
+        k = self.key
+        n = _client_len(k)
+        return k[n:n + _server_len(k, n)]
+
+    @property
+    def client_port(self) -> int:
+        k = self.key
+        n = _client_len(k)
+        return _PORT(k, n + _server_len(k, n))[0]
+
+    @property
+    def server_port(self) -> int:
+        k = self.key
+        n = _client_len(k)
+        return _PORT(k, n + _server_len(k, n) + 2)[0]
+
+    @property
+    def rkey(self) -> bytes:
+        """The key of the server's packets (addresses and ports the other way round)."""
+        k = self.key
+        n = _client_len(k)
+        m = n + _server_len(k, n)
+        return k[n:m] + k[:n] + k[m + 2:m + 4] + k[m:m + 2]
 
     def flow_id(self) -> int:
         """The flow's ``flow_id`` in the event log (stable across runs; ``id`` is this run's

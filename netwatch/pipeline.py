@@ -658,8 +658,6 @@ class Pipeline:
             cip, cport, srv, sport_ = sip, sport, dip, dport
         f = Flow(self._next_id, proto, cip, cport, srv, sport_, ts)
         self._next_id += 1
-        f.key = cip + srv + _PORTS(cport, sport_)
-        f.rkey = srv + cip + _PORTS(sport_, cport)
         table = self.tables[proto]
         table[f.key] = (f, 0)
         table[f.rkey] = (f, 1)
@@ -1220,9 +1218,10 @@ class Pipeline:
 
     def _finish(self, f: Flow) -> None:
         """A flow ends (timeout, eviction, end of input): last look, then forget it."""
-        table = self.tables[f.proto]
-        table.pop(f.key, None)
-        table.pop(f.rkey, None)
+        if not f.from_log:  # a resolver log's pseudo-flow is in no table
+            table = self.tables[f.proto]
+            table.pop(f.key, None)
+            table.pop(f.rkey, None)
         self.live.pop(f.id, None)
         self.undecided.pop(f.id, None)
         if f.inspecting and f.candidates and f.payload_pkts:

@@ -82,3 +82,19 @@ def test_table_full_measures_both_replays(tmp_path: Path) -> None:
     t = floods.table_full(flows=2_048, inspecting=128, workdir=tmp_path)
     assert (t.max_concurrent, t.evicted) == (2_048, 0)
     assert t.peak_rss_mib >= t.half_rss_mib > 0
+
+
+@pytest.mark.parametrize("cip,sip", [
+    (bytes([192, 168, 1, 20]), bytes([203, 0, 113, 7])),
+    (bytes(range(16)), bytes(range(100, 116))),
+    (bytes(range(16)), bytes([192, 168, 1, 1])),  # a resolver log's IPv6 device, IPv4 resolver
+    (bytes([192, 168, 1, 20]), bytes(range(16))),
+])
+def test_flow_reads_its_addresses_and_ports_from_its_key(cip: bytes, sip: bytes) -> None:
+    from netwatch.flows import Flow
+
+    f = Flow(1, 6, cip, 50211, sip, 3389, 0.0)
+    assert (f.client_ip, f.client_port, f.server_ip, f.server_port) == (cip, 50211, sip, 3389)
+    if len(cip) == len(sip):  # the keys of the table, each way, as the packets carry them
+        assert f.key == cip + sip + (50211).to_bytes(2, "big") + (3389).to_bytes(2, "big")
+        assert f.rkey == sip + cip + (3389).to_bytes(2, "big") + (50211).to_bytes(2, "big")
