@@ -115,8 +115,46 @@ def _server_len(key: bytes, client: int) -> int:
     return client if n == 12 or n == 36 else n - 5 - client
 
 
-_DONE: Any = ((), ())  # what a decided flow keeps of its inspection state
+_DONE: Any = ((), ())  # what a decided flow reads of its inspection state
 _NO_CANDIDATES: Any = ()
+
+
+class Inspection:
+    """What a flow holds while it is inspected: its first bytes and packets each way, the
+    reassembly of each direction, the recognisers still interested. A decided flow drops it
+    (``Flow.stop_inspecting``)."""
+
+    __slots__ = ("streams", "segments", "next_seq", "pending", "candidates", "narrowed_on",
+                 "opening_read")
+
+    def __init__(self) -> None:
+        self.streams: list[bytearray] = [bytearray(), bytearray()]
+        self.segments: list[list[bytes]] = [[], []]
+        self.next_seq: list[int | None] = [None, None]
+        self.pending: list[dict[int, bytes]] = [{}, {}]
+        self.candidates: list[Recogniser] = []
+        # Direction whose first byte alone chose the candidates (None: not narrowed yet, or
+        # narrowed on both sides).
+        self.narrowed_on: int | None = None
+        self.opening_read = False  # whether the first bytes were checked for a proxy's
+
+
+class _Decided(Inspection):
+    """The one inspection state every decided flow shares: empty, and never written."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        for name, value in (("streams", _DONE), ("segments", _DONE), ("next_seq", _DONE),
+                            ("pending", _DONE), ("candidates", _NO_CANDIDATES),
+                            ("narrowed_on", None), ("opening_read", True)):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"a decided flow keeps no inspection state ({name})")
+
+
+DECIDED = _Decided()
 
 
 class Flow:
@@ -124,9 +162,9 @@ class Flow:
         "from_log",
         "id", "proto", "first_ts",
         "last_ts", "pkts", "bytes", "payload_pkts", "client_syn", "server_synack", "rst",
-        "fins", "inspecting", "streams", "segments", "next_seq", "pending", "candidates",
+        "fins", "inspecting", "insp",
         "verdict", "name", "name_rule", "closing", "key", "dns_tools",
-        "events", "narrowed_on", "sni", "sni_seen", "eve_id", "proxy", "opening_read",
+        "events", "sni", "sni_seen", "eve_id", "proxy",
     )
 
     def __init__(self, fid: int, proto: int, cip: bytes, cport: int, sip: bytes, sport: int,
@@ -146,11 +184,7 @@ class Flow:
         self.rst = False
         self.fins = 0
         self.inspecting = True
-        self.streams: list[bytearray] = [bytearray(), bytearray()]
-        self.segments: list[list[bytes]] = [[], []]
-        self.next_seq: list[int | None] = [None, None]
-        self.pending: list[dict[int, bytes]] = [{}, {}]
-        self.candidates: list[Recogniser] = []
+        self.insp: Inspection = Inspection()
         self.verdict: Detection | None = None
         self.name: str | None = None
         self.name_rule: NameMatch | None = None
@@ -160,16 +194,50 @@ class Flow:
         # (Pipeline.dns_lookup), so it carries no bytes and its far end is the resolver.
         self.from_log = False
         self.events = 0
-        # Direction whose first byte alone chose the candidates (None: not narrowed yet, or
-        # narrowed on both sides).
-        self.narrowed_on: int | None = None
         self.sni: str | None = None  # the TLS server name, when the TLS recogniser read one
         self.sni_seen = False  # the household context has looked at it
         # A proxy's or gateway's opening at the start of the flow (recognisers.proxy): what
         # the recognisers see begins after it, and its target is the flow's real peer.
         self.proxy: Opening | None = None
-        self.opening_read = False  # whether the first bytes were checked for one
         self.eve_id = 0  # the event log's flow_id, worked out at the flow's first event
+
+    # The inspection state, read through the flow (recognisers see ``streams`` and
+    # ``segments``; the pipeline narrows ``candidates``).
+    @property
+    def streams(self) -> list[bytearray]:
+        return self.insp.streams
+
+    @property
+    def segments(self) -> list[list[bytes]]:
+        return self.insp.segments
+
+    @property
+    def next_seq(self) -> list[int | None]:
+        return self.insp.next_seq
+
+    @property
+    def candidates(self) -> list[Recogniser]:
+        return self.insp.candidates
+
+    @candidates.setter
+    def candidates(self, value: list[Recogniser]) -> None:
+        self.insp.candidates = value
+
+    @property
+    def narrowed_on(self) -> int | None:
+        return self.insp.narrowed_on
+
+    @narrowed_on.setter
+    def narrowed_on(self, value: int | None) -> None:
+        self.insp.narrowed_on = value
+
+    @property
+    def opening_read(self) -> bool:
+        return self.insp.opening_read
+
+    @opening_read.setter
+    def opening_read(self, value: bool) -> None:
+        self.insp.opening_read = value
 
     @property
     def client_ip(self) -> bytes:
@@ -228,13 +296,14 @@ class Flow:
     def stop_inspecting(self) -> None:
         """Drop the buffers: from now on the flow is only counted."""
         self.inspecting = False
-        # Shared empty values, not new ones: a decided flow should cost as little as it can.
-        self.streams = self.segments = self.pending = self.next_seq = _DONE
-        self.candidates = _NO_CANDIDATES
+        # One shared empty state, not a new one: a decided flow should cost as little as it
+        # can.
+        self.insp = DECIDED
 
     def add_tcp_payload(self, d: int, seq: int, payload: bytes) -> bool:
         """Put a segment's bytes in order into direction ``d``; True if bytes were added."""
-        nxt = self.next_seq[d]
+        insp = self.insp
+        nxt = insp.next_seq[d]
         if nxt is None:
             nxt = seq  # capture began mid-connection: start where we are
         added = False
@@ -244,10 +313,10 @@ class Flow:
             nxt = (nxt + len(payload)) % SEQ_MOD
             added = True
         elif diff < SEQ_HALF:
-            pend = self.pending[d]
+            pend = insp.pending[d]
             if len(pend) < MAX_PENDING_SEGMENTS:
                 pend[seq] = payload
-            self.next_seq[d] = nxt
+            insp.next_seq[d] = nxt
             return False
         else:
             # Starts before what we have: a retransmission, maybe carrying new bytes.
@@ -256,7 +325,7 @@ class Flow:
                 self._append(d, payload[overlap:])
                 nxt = (nxt + len(payload) - overlap) % SEQ_MOD
                 added = True
-        pend = self.pending[d]
+        pend = insp.pending[d]
         while pend:
             progressed = False
             for s in list(pend):
@@ -270,17 +339,18 @@ class Flow:
                     progressed = True
             if not progressed:
                 break
-        self.next_seq[d] = nxt
+        insp.next_seq[d] = nxt
         return added
 
     def _append(self, d: int, data: bytes) -> None:
-        s = self.streams[d]
+        insp = self.insp
+        s = insp.streams[d]
         room = INSPECT_BYTES - len(s)
         if room > 0:
             s += data[:room]
         # The first packets too are kept up to INSPECT_BYTES a direction in all (recognisers
         # read the first few; 24 full-size segments would be 24 times the stream).
-        segs = self.segments[d]
+        segs = insp.segments[d]
         room = INSPECT_BYTES - sum(map(len, segs))
         if room > 0:
             segs.append(data[:room])
@@ -288,18 +358,19 @@ class Flow:
     def skip_opening(self, skip: tuple[int, int]) -> None:
         """Forget the first ``skip[d]`` bytes of each direction (a proxy's opening): the
         streams and the first packets then start where the tunnelled payload does."""
+        insp = self.insp
         for d, n in enumerate(skip):
             if not n:
                 continue
-            del self.streams[d][:n]
+            del insp.streams[d][:n]
             kept: list[bytes] = []
-            for seg in self.segments[d]:
+            for seg in insp.segments[d]:
                 if n >= len(seg):
                     n -= len(seg)
                     continue
                 kept.append(seg[n:])
                 n = 0
-            self.segments[d] = kept
+            insp.segments[d] = kept
 
     def add_datagram(self, d: int, payload: bytes) -> None:
         self._append(d, payload)

@@ -67,8 +67,13 @@ class FlowView(Protocol):
     @property
     def client_ip(self) -> bytes: ...
 
-    streams: list[bytearray]  # reassembled first bytes: [client->server, server->client]
-    segments: list[list[bytes]]  # first payload packets each way, in arrival order
+    @property
+    def streams(self) -> list[bytearray]:
+        """Reassembled first bytes: [client->server, server->client]."""
+
+    @property
+    def segments(self) -> list[list[bytes]]:
+        """First payload packets each way, in arrival order."""
 
 
 class _Giveup:
