@@ -157,15 +157,46 @@ class _Decided(Inspection):
 DECIDED = _Decided()
 
 
+# What a flow has seen of its connection, and two marks of its own, as bits of Flow.seen.
+SAW_SYN = 1  # the client's SYN
+SAW_SYN_ACK = 2  # the server's SYN-ACK
+SAW_RST = 4
+SAW_FIN = 8  # a FIN, either way
+CLOSING = 16  # a RST, or a FIN each way (counted as a second FIN)
+SNI_SEEN = 32  # the household context has looked at the TLS server name
+FROM_LOG = 64  # not a connection: see Flow.from_log
+
+
+class _Bit:
+    """A flag of the flow kept as one bit of ``Flow.seen``."""
+
+    __slots__ = ("mask",)
+
+    def __init__(self, mask: int):
+        self.mask = mask
+
+    def __get__(self, flow: Flow, owner: type | None = None) -> bool:
+        return bool(flow.seen & self.mask)
+
+    def __set__(self, flow: Flow, value: bool) -> None:
+        flow.seen = flow.seen | self.mask if value else flow.seen & ~self.mask
+
+
 class Flow:
     __slots__ = (
-        "from_log",
-        "id", "proto", "first_ts",
-        "last_ts", "pkts", "bytes", "payload_pkts", "client_syn", "server_synack", "rst",
-        "fins", "inspecting", "insp",
-        "verdict", "name", "name_rule", "closing", "key", "dns_tools",
-        "events", "sni", "sni_seen", "eve_id", "proxy",
+        "id", "proto", "first_ts", "last_ts", "pkts", "bytes", "payload_pkts", "seen",
+        "inspecting", "insp", "verdict", "name", "name_rule", "key", "dns_tools", "events",
+        "sni", "eve_id", "proxy",
     )
+
+    client_syn = _Bit(SAW_SYN)
+    server_synack = _Bit(SAW_SYN_ACK)
+    rst = _Bit(SAW_RST)
+    closing = _Bit(CLOSING)
+    sni_seen = _Bit(SNI_SEEN)
+    # Not a connection: the lookups of one device read from the LAN resolver's log
+    # (Pipeline.dns_lookup), so it carries no bytes and its far end is the resolver.
+    from_log = _Bit(FROM_LOG)
 
     def __init__(self, fid: int, proto: int, cip: bytes, cport: int, sip: bytes, sport: int,
                  ts: float):
@@ -179,23 +210,15 @@ class Flow:
         self.pkts = [0, 0]
         self.bytes = [0, 0]
         self.payload_pkts = 0
-        self.client_syn = False
-        self.server_synack = False
-        self.rst = False
-        self.fins = 0
+        self.seen = 0
         self.inspecting = True
         self.insp: Inspection = Inspection()
         self.verdict: Detection | None = None
         self.name: str | None = None
         self.name_rule: NameMatch | None = None
-        self.closing = False
         self.dns_tools: set[str] | None = None
-        # Not a connection: the lookups of one device read from the LAN resolver's log
-        # (Pipeline.dns_lookup), so it carries no bytes and its far end is the resolver.
-        self.from_log = False
         self.events = 0
         self.sni: str | None = None  # the TLS server name, when the TLS recogniser read one
-        self.sni_seen = False  # the household context has looked at it
         # A proxy's or gateway's opening at the start of the flow (recognisers.proxy): what
         # the recognisers see begins after it, and its target is the flow's real peer.
         self.proxy: Opening | None = None
@@ -286,12 +309,9 @@ class Flow:
         """A FIN or RST went by (TCP flags): the connection is closing after a RST or a FIN
         each way."""
         if flags & 0x04:
-            self.rst = True
-            self.closing = True
+            self.seen |= SAW_RST | CLOSING
         elif flags & 0x01:
-            self.fins += 1
-            if self.fins >= 2:
-                self.closing = True
+            self.seen |= CLOSING if self.seen & SAW_FIN else SAW_FIN
 
     def stop_inspecting(self) -> None:
         """Drop the buffers: from now on the flow is only counted."""
