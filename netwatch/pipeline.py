@@ -634,9 +634,12 @@ class Pipeline:
             t0 = time.perf_counter()
             self._inspect(f, ts)
             timer.add("inspect", time.perf_counter() - t0)
-        if f.sni is not None and not f.sni_seen and self.household is not None:
-            f.sni_seen = True
-            self._banking(f, f.sni, ts, seen_in="sni")
+        sni = f.sni
+        if sni is not None:
+            f.sni = None  # read once here: a decided flow keeps no name it will not use
+            if not f.sni_seen and self.household is not None:
+                f.sni_seen = True
+                self._banking(f, sni, ts, seen_in="sni")
         if f.inspecting and f.payload_pkts >= INSPECT_PACKETS:
             f.stop_inspecting()
 
