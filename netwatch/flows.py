@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from .eventlog import community_id, flow_id
 
@@ -88,6 +88,7 @@ class Limits:
     max_session_peers: int = MAX_SESSION_PEERS
 
 
+T = TypeVar("T")
 SEQ_MOD = 1 << 32
 SEQ_HALF = 1 << 31
 
@@ -182,11 +183,49 @@ class _Bit:
         flow.seen = flow.seen | self.mask if value else flow.seen & ~self.mask
 
 
+class Detail:
+    """What only some flows carry: a verdict, a tool's name rule for the peer, a proxy's
+    opening, events written. A flow without any has none (``Flow.detail`` is None)."""
+
+    __slots__ = ("verdict", "name_rule", "proxy", "events", "eve_id")
+
+    def __init__(self) -> None:
+        self.verdict: Detection | None = None
+        self.name_rule: NameMatch | None = None
+        # A proxy's or gateway's opening at the start of the flow (recognisers.proxy): what
+        # the recognisers see begins after it, and its target is the flow's real peer.
+        self.proxy: Opening | None = None
+        self.events = 0  # remote_access events written
+        self.eve_id = 0  # the event log's flow_id, worked out at the flow's first event
+
+
+class _Detailed(Generic[T]):
+    """A field of ``Flow.detail``, read through the flow: its default while the flow has
+    no detail, which is made when a field is first set to something else."""
+
+    __slots__ = ("field", "default")
+
+    def __init__(self, field: str, default: T):
+        self.field = field
+        self.default = default
+
+    def __get__(self, flow: Flow, owner: type | None = None) -> T:
+        d = flow.detail
+        return self.default if d is None else cast(T, getattr(d, self.field))
+
+    def __set__(self, flow: Flow, value: T) -> None:
+        d = flow.detail
+        if d is None:
+            if value == self.default:
+                return
+            d = flow.detail = Detail()
+        setattr(d, self.field, value)
+
+
 class Flow:
     __slots__ = (
         "id", "proto", "first_ts", "last_ts", "pkts", "bytes", "payload_pkts", "seen",
-        "inspecting", "insp", "verdict", "name", "name_rule", "key", "dns_tools", "events",
-        "sni", "eve_id", "proxy",
+        "inspecting", "insp", "name", "key", "dns_tools", "sni", "detail",
     )
 
     client_syn = _Bit(SAW_SYN)
@@ -197,6 +236,11 @@ class Flow:
     # Not a connection: the lookups of one device read from the LAN resolver's log
     # (Pipeline.dns_lookup), so it carries no bytes and its far end is the resolver.
     from_log = _Bit(FROM_LOG)
+    verdict: _Detailed[Detection | None] = _Detailed("verdict", None)
+    name_rule: _Detailed[NameMatch | None] = _Detailed("name_rule", None)
+    proxy: _Detailed[Opening | None] = _Detailed("proxy", None)
+    events: _Detailed[int] = _Detailed("events", 0)
+    eve_id: _Detailed[int] = _Detailed("eve_id", 0)
 
     def __init__(self, fid: int, proto: int, cip: bytes, cport: int, sip: bytes, sport: int,
                  ts: float):
@@ -213,16 +257,11 @@ class Flow:
         self.seen = 0
         self.inspecting = True
         self.insp: Inspection = Inspection()
-        self.verdict: Detection | None = None
         self.name: str | None = None
-        self.name_rule: NameMatch | None = None
         self.dns_tools: set[str] | None = None
-        self.events = 0
-        self.sni: str | None = None  # the TLS server name, when the TLS recogniser read one
-        # A proxy's or gateway's opening at the start of the flow (recognisers.proxy): what
-        # the recognisers see begins after it, and its target is the flow's real peer.
-        self.proxy: Opening | None = None
-        self.eve_id = 0  # the event log's flow_id, worked out at the flow's first event
+        # The TLS server name, when the TLS recogniser read one, until the household looks.
+        self.sni: str | None = None
+        self.detail: Detail | None = None
 
     # The inspection state, read through the flow (recognisers see ``streams`` and
     # ``segments``; the pipeline narrows ``candidates``).
