@@ -12,7 +12,8 @@ It also reports where the time goes (reading, the per-packet fast path, the full
 recognisers, DNS), the memory a tracked flow costs, whether every remote-access session
 embedded in the mix was found (speed never at the cost of detection), and the share of
 packets and CPU left for Python when the router hands it only the first packets of each
-connection and DNS (the ``nflog`` set-up).
+connection and DNS (the ``nflog`` set-up), and the peak RSS with the flow table full
+(``netwatch.floods.table_full``).
 """
 
 from __future__ import annotations

@@ -19,6 +19,10 @@ The floods (``FLOODS``, full sizes; ``--scale`` shrinks them for CI):
 - ``peers``: the session's own device opens RDP to 200k peers, each with the client's and
   the server's first messages of a real RDP logon (``tests``' recorded xrdp capture, or the
   corpus' when absent): 200k detections in one RDP session.
+
+Apart from the floods, ``table_full`` fills the flow table to a raised cap with a mix of
+ordinary flows (``table_frames``) and measures a replay's peak RSS and what a decided flow
+costs; ``netwatch bench`` reports it.
 """
 
 from __future__ import annotations

@@ -40,9 +40,10 @@ TIMEOUT_UDP = 300.0
 # so it is done rarely; a flow lives at most this much past its timeout.
 SWEEP_INTERVAL = 30.0
 # Flow table bound. The 1M-packet home mix (12 devices, 45 min) holds 3,643 flows at once
-# at most with these timeouts; 8,192 is over twice that. A flow costs ~1.1 KiB decided
-# (object, counters, both table entries), ~2.3 KiB with a detection's evidence: the full
-# table stays under 20 MiB, and a flood's replay under netwatch.floods.RSS_CAP_MIB. When
+# at most with these timeouts; 8,192 is over twice that. A decided flow costs ~0.9 KiB of
+# RSS (object, counters, both table entries, its place among the live flows: netwatch
+# bench's "flow table full", netwatch.floods.table_full), more with a detection's evidence:
+# the full table stays under 20 MiB, and a flood's replay under floods.RSS_CAP_MIB. When
 # full, the least protected flow ends (see Pipeline._evict_idle): in a busier household,
 # an idle flow with no detection, which loses only the rest of its byte counts.
 MAX_FLOWS = 8192
