@@ -328,6 +328,11 @@ class Flow:
     def rkey(self) -> bytes:
         """The key of the server's packets (addresses and ports the other way round)."""
         k = self.key
+        size = len(k)
+        if size == 12 or size == 36:  # a table's key: one family, no length byte
+            n = (size - 4) >> 1
+            m = n + n
+            return k[n:m] + k[:n] + k[m + 2:] + k[m:m + 2]
         n = _client_len(k)
         m = n + _server_len(k, n)
         return k[n:m] + k[:n] + k[m + 2:m + 4] + k[m:m + 2]
