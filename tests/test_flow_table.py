@@ -15,7 +15,7 @@ from netwatch import floods
 from netwatch.cli import main
 from netwatch.config import ConfigError, load_settings
 from netwatch.eventlog import EventLog
-from netwatch.flows import Limits
+from netwatch.flows import DECIDED, Flow, Limits
 from netwatch.pipeline import Pipeline
 from netwatch.sources.capture import ReadStats, open_source
 
@@ -37,6 +37,18 @@ def test_table_holds_decided_flows_and_the_last_ones_still_inspected(tmp_path: P
     kinds = {(f.proto, f.server_port) for f in live if not f.inspecting}
     assert kinds == {(6, 443), (6, 80), (17, 443)}
     assert pipe.c.events == 0 and not pipe.findings
+    # What a decided flow keeps: no inspection state of its own, no detail, no server name.
+    decided = [f for f in live if not f.inspecting]
+    assert all(f.insp is DECIDED and f.detail is None and f.sni is None for f in decided)
+    assert all(f.insp is not DECIDED for f in live if f.inspecting)
+
+
+def test_the_shared_decided_state_is_never_written() -> None:
+    f = Flow(1, 6, bytes([192, 168, 1, 20]), 50000, bytes([203, 0, 113, 7]), 443, 0.0)
+    f.stop_inspecting()
+    with pytest.raises(AttributeError):
+        f.candidates = []
+    assert DECIDED.candidates == ()
 
 
 def _stats(eve: Path) -> dict[str, int]:
@@ -91,8 +103,6 @@ def test_table_full_measures_both_replays(tmp_path: Path) -> None:
     (bytes([192, 168, 1, 20]), bytes(range(16))),
 ])
 def test_flow_reads_its_addresses_and_ports_from_its_key(cip: bytes, sip: bytes) -> None:
-    from netwatch.flows import Flow
-
     f = Flow(1, 6, cip, 50211, sip, 3389, 0.0)
     assert (f.client_ip, f.client_port, f.server_ip, f.server_port) == (cip, 50211, sip, 3389)
     if len(cip) == len(sip):  # the keys of the table, each way, as the packets carry them
