@@ -73,7 +73,7 @@ case "${1:-}" in
     # pcapng; fails only when either speed ratio falls below half the one recorded in
     # benchmarks/ratio.json.
     if [ -f ../shared/bench/make_home_mix.py ] || [ -n "${NETWATCH_SHARED:-}" ]; then
-      exec .venv/bin/netwatch bench --packets 100000 --runs 3 --no-stages --no-nflog \
+      exec .venv/bin/netwatch bench --packets 100000 --runs 3 --no-stages --no-nflog --no-table \
         --guard benchmarks/ratio.json
     fi
     echo "run.sh: speed guard skipped: the home-mix generator (../shared/bench) is not here"

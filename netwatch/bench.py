@@ -12,7 +12,8 @@ It also reports where the time goes (reading, the per-packet fast path, the full
 recognisers, DNS), the memory a tracked flow costs, whether every remote-access session
 embedded in the mix was found (speed never at the cost of detection), and the share of
 packets and CPU left for Python when the router hands it only the first packets of each
-connection and DNS (the ``nflog`` set-up).
+connection and DNS (the ``nflog`` set-up), and the peak RSS with the flow table full
+(``netwatch.floods.table_full``).
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ class Report:
     pcapng: dict[str, Any] = field(default_factory=dict)
     # Start-up: a replay of a small capture (a few packets) against ndpiReader on it.
     startup: dict[str, Any] = field(default_factory=dict)
+    # The flow table full at a raised cap (netwatch.floods.table_full).
+    table_full: dict[str, Any] = field(default_factory=dict)
 
     def median(self, runs: list[Timing], attr: str) -> float:
         return statistics.median(getattr(t, attr) for t in runs) if runs else 0.0
@@ -503,7 +506,7 @@ def nflog_share(report: Report, pcap: Path, truth: Path | None, tmp: Path) -> No
 
 def run(pcap: Path, truth: Path | None, runs: int = 3, peer: bool = True, stages: bool = True,
         nflog: bool = True, pcapng: bool = True, startup: bool = True,
-        workdir: Path | None = None) -> Report:
+        workdir: Path | None = None, table: bool = True) -> Report:
     """The whole benchmark of ``pcap``; ``workdir`` keeps what is derived from it (the
     pcapng copy) between calls."""
     sigs = load_dir(known_recognisers=load_all())
@@ -523,7 +526,19 @@ def run(pcap: Path, truth: Path | None, runs: int = 3, peer: bool = True, stages
             report.bytes_per_flow, report.bytes_per_inspected_flow = flow_memory(sigs)
         if nflog and classic:
             nflog_share(report, pcap, truth, tmp)
+        if table:
+            table_full(report, tmp)
     return report
+
+
+def table_full(report: Report, tmp: Path) -> None:
+    """The flow table full (netwatch.floods.table_full): peak RSS and the cost of a
+    decided flow, in replays with the cap raised to the table's size."""
+    from .floods import table_full as measure
+
+    t = measure(workdir=tmp)
+    report.table_full = {**asdict(t), "bytes_per_decided_flow":
+                         round(t.bytes_per_decided_flow)}
 
 
 def _is_classic(pcap: Path) -> bool:
@@ -588,6 +603,13 @@ def render(r: Report) -> str:
             lines.append(f"  {k:<52} {v:6.2f} s")
         lines.append(f"memory per tracked flow: {r.bytes_per_flow:,.0f} B once decided, "
                      f"{r.bytes_per_inspected_flow:,.0f} B while inspected (1.5 KB payload)")
+    if r.table_full:
+        t = r.table_full
+        lines.append(f"flow table full (SYNTHETIC, cap raised to {t['flows']:,}): "
+                     f"{t['max_concurrent']:,} live flows, {t['inspecting']:,} still "
+                     f"inspected, {t['evicted']} evicted; peak RSS {t['peak_rss_mib']:.1f} MiB "
+                     f"({t['half_rss_mib']:.1f} MiB at half), "
+                     f"{t['bytes_per_decided_flow']:,} B per decided flow")
     if r.sessions:
         s = r.sessions
         lines.append(f"embedded remote-access sessions found: {s['found']}/{s['embedded']}")

@@ -10,6 +10,7 @@ import click
 
 from . import __version__
 from .eventlog import EventLog
+from .flows import MAX_FLOWS, MAX_INSPECTING, Limits
 from .pipeline import Pipeline, Result
 from .recognisers import load_all
 from .report import summary_json, summary_text
@@ -105,9 +106,14 @@ def main() -> None:
 @click.option("--control-url", metavar="URL",
               help="The control endpoint as the carers' phones reach it; alerts then carry "
                    "signed 'Block now' / 'allow' links.")
+@click.option("--max-flows", type=click.IntRange(min=1), default=None,
+              help=f"Flows tracked at once (the flow table's cap) [default: {MAX_FLOWS}].")
+@click.option("--max-inspecting", type=click.IntRange(min=1), default=None,
+              help="Of these, flows still being inspected (half-open or undecided) "
+                   f"[default: {MAX_INSPECTING}].")
 def replay(captures: tuple[str, ...], eve_log: str | None, fmt: str, sig_dir: str,
-           household_file: str | None, notify_dir: str | None, control_url: str | None
-           ) -> None:
+           household_file: str | None, notify_dir: str | None, control_url: str | None,
+           max_flows: int | None, max_inspecting: int | None) -> None:
     """Run the detection pipeline over capture files (pcap or pcapng), in packet time.
 
     Prints what was found: which device talked to which remote-access tool, when, and how
@@ -125,7 +131,9 @@ def replay(captures: tuple[str, ...], eve_log: str | None, fmt: str, sig_dir: st
         log = EventLog(eve_log)
     except OSError as e:
         raise click.ClickException(f"cannot write event log {eve_log}: {e.strerror}") from None
-    pipe = Pipeline(sigs, log, household=household)
+    pipe = Pipeline(sigs, log, household=household,
+                    limits=Limits(max_flows=max_flows or MAX_FLOWS,
+                                  max_inspecting=max_inspecting or MAX_INSPECTING))
     notifier = None
     if notify_dir is not None:
         if household is None:

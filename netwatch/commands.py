@@ -181,6 +181,8 @@ def signatures_test(tools: tuple[str, ...], examples_dir: str | None, sig_dir: s
 @click.option("--no-nflog", is_flag=True, help="Skip the nflog-mode share.")
 @click.option("--no-pcapng", is_flag=True, help="Skip the same mix rewritten as pcapng.")
 @click.option("--no-startup", is_flag=True, help="Skip the start-up timing.")
+@click.option("--no-table", is_flag=True,
+              help="Skip the flow-table-full measurement (65,536 flows; about 20 s).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False),
               help="Also write the figures as JSON.")
 @click.option("--record", type=click.Path(dir_okay=False),
@@ -189,8 +191,8 @@ def signatures_test(tools: tuple[str, ...], examples_dir: str | None, sig_dir: s
               help="Exit 1 if the speed ratio is below half the one recorded in this file.")
 def bench(packets: int, seed: int, pcap: str | None, truth: str | None, runs: int,
           workdir: str | None, no_peer: bool, no_stages: bool, no_nflog: bool,
-          no_pcapng: bool, no_startup: bool, json_out: str | None, record: str | None,
-          guard_file: str | None) -> None:
+          no_pcapng: bool, no_startup: bool, no_table: bool, json_out: str | None,
+          record: str | None, guard_file: str | None) -> None:
     """Time the replay pipeline on the home mix against ndpiReader, in one call."""
     import subprocess
     import tempfile
@@ -213,7 +215,7 @@ def bench(packets: int, seed: int, pcap: str | None, truth: str | None, runs: in
         mix_truth = Path(truth) if truth else None
     report = b.run(mix, mix_truth, runs=runs, peer=not no_peer, stages=not no_stages,
                    nflog=not no_nflog, pcapng=not no_pcapng, startup=not no_startup,
-                   workdir=Path(workdir) if pcap is None else None)
+                   table=not no_table, workdir=Path(workdir) if pcap is None else None)
     click.echo(b.render(report), nl=False)
     if json_out:
         Path(json_out).write_text(json.dumps(report.as_dict(), indent=2) + "\n",

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from .flows import MAX_FLOWS, MAX_INSPECTING
 from .household import read_text, yaml_problem
 
 SOURCES = ("af_packet", "nflog", "dnslog", "pcap")
@@ -77,6 +78,9 @@ class Settings:
     pcap: str | None = None  # pcap: the capture to play
     pcap_speed: float = 1.0  # pcap: times faster than recorded (0: as fast as possible)
     block_backend: str = "auto"  # auto | nftables | dry-run | off (see BLOCK_BACKENDS)
+    # The flow table's bounds (netwatch.flows.Limits, where the costs are measured).
+    max_flows: int = MAX_FLOWS
+    max_inspecting: int = MAX_INSPECTING
 
     def problems(self) -> list[str]:
         """What makes these settings unusable whatever their origin (flags or file)."""
@@ -134,6 +138,9 @@ _READERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "nflog_group": (_number(int), "a group number, like 74"),
     "ring_mib": (lambda t: _number(int)(t) or None, "a whole number of MiB, like 16"),
     "pcap_speed": (_number(float), "a speed factor, like 1 (0: as fast as possible)"),
+    "max_flows": (lambda t: _number(int)(t) or None, "a whole number of flows, like 8192"),
+    "max_inspecting": (lambda t: _number(int)(t) or None,
+                       "a whole number of flows, like 2048"),
     "block_backend": (lambda t: t if t in BLOCK_BACKENDS else None,
                       "one of " + ", ".join(BLOCK_BACKENDS)),
 }

@@ -46,6 +46,7 @@ from typing import Any
 
 from .config import LIVE_SOURCES, OFF, Settings, parse_listen
 from .eventlog import EventLog, default_host
+from .flows import Limits
 from .pipeline import Pipeline, StageTimes
 from .sources import LiveSource
 
@@ -312,7 +313,8 @@ class Daemon:
             self.log = open_event_log(s)
         except OSError as e:
             raise StartError(f"cannot write {e.filename}: {e.strerror}") from None
-        pipe = self.pipe = Pipeline(sigs, self.log, household=self.household)
+        pipe = self.pipe = Pipeline(sigs, self.log, household=self.household, limits=Limits(
+            max_flows=s.max_flows, max_inspecting=s.max_inspecting))
         self._restore_history()
         self.blocker = pipe.blocker = open_blocker(s, self.household, self.clock)
         self._reconcile()  # as root: nft and conntrack need CAP_NET_ADMIN

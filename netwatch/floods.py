@@ -19,6 +19,10 @@ The floods (``FLOODS``, full sizes; ``--scale`` shrinks them for CI):
 - ``peers``: the session's own device opens RDP to 200k peers, each with the client's and
   the server's first messages of a real RDP logon (``tests``' recorded xrdp capture, or the
   corpus' when absent): 200k detections in one RDP session.
+
+Apart from the floods, ``table_full`` fills the flow table to a raised cap with a mix of
+ordinary flows (``table_frames``) and measures a replay's peak RSS and what a decided flow
+costs; ``netwatch bench`` reports it.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from .flows import MAX_INSPECTING
 from .sources.capture import ReadStats, open_capture
 
 # Peak RSS of a replay under any flood at the default bounds (flows.Limits): a replay of
@@ -268,11 +273,15 @@ print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)
 """
 
 
-def replay_measured(capture: Path, house: Path, eve: Path) -> float:
-    """``netwatch replay`` in a child process; its peak RSS in MiB."""
-    out = subprocess.run([sys.executable, "-c", _MEASURE, sys.executable, "-m", "netwatch",
-                          "replay", str(capture), "--household", str(house), "--eve-log",
-                          str(eve)], capture_output=True, text=True, check=False)
+def replay_measured(capture: Path, house: Path | None, eve: Path,
+                    options: tuple[str, ...] = ()) -> float:
+    """``netwatch replay`` (with ``options``) in a child process; its peak RSS in MiB."""
+    argv = [sys.executable, "-m", "netwatch", "replay", str(capture), "--eve-log", str(eve),
+            *options]
+    if house is not None:
+        argv += ["--household", str(house)]
+    out = subprocess.run([sys.executable, "-c", _MEASURE, *argv], capture_output=True,
+                         text=True, check=False)
     code, kib = (out.stdout.split() + ["1", "0"])[:2]
     if out.returncode != 0 or code != "0":
         raise RuntimeError(f"replay failed ({code}): {out.stderr}")
@@ -324,3 +333,157 @@ def first_flow_last(corpus: Path) -> float:
     """When the session's first connection sends its last packet."""
     return max(ts for ts, fr in session_frames(corpus)
                if fr[23] == 6 and VNC_FIRST_PORT in struct.unpack_from("!HH", fr, 34))
+
+
+# ------------------------------------------------------------------ the flow table full
+
+# The flow table filled to a raised cap with live flows, as a busy network holds them: most
+# decided after their handshake (TLS, plain HTTP, QUIC), the last ones still being inspected
+# (half-open, or a first message not yet answered). SYNTHETIC, written by ``table_frames``.
+TABLE_FLOWS = 65_536
+# Flows still being inspected at the end: half the undecided pool (flows.MAX_INSPECTING),
+# which each decided flow also passes through while its handshake goes by; they come last,
+# so the pool never has to evict one of them.
+TABLE_INSPECTING = MAX_INSPECTING // 2
+TABLE_DEVICES = 40  # LAN devices opening the flows
+TABLE_SERVERS = 5_000  # the servers they reach
+# The flows open over this many seconds: the first is still live at the end (the shortest
+# idle timeout, a handshake with no payload, is flows.TIMEOUT_TCP_NEW).
+TABLE_SPAN = 30.0
+TABLE_START = 1778401800.0
+ACK = 0x10
+
+
+def client_hello(server_name: str, rng: random.Random) -> bytes:
+    """A TLS 1.3 ClientHello record (RFC 8446 §4.1.2) with the server_name extension
+    (RFC 6066 §3) and supported_versions (RFC 8446 §4.2.1)."""
+    name = server_name.encode()
+    sni = struct.pack("!HBH", len(name) + 3, 0, len(name)) + name
+    exts = struct.pack("!HH", 0, len(sni)) + sni + struct.pack("!HHB", 43, 3, 2) + b"\x03\x04"
+    body = (b"\x03\x03" + rng.randbytes(32) + b"\x20" + rng.randbytes(32)
+            + struct.pack("!HHHHBBH", 6, 0x1301, 0x1302, 0x1303, 1, 0, len(exts)) + exts)
+    hs = b"\x01" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x01" + struct.pack("!H", len(hs)) + hs
+
+
+def server_flight(rng: random.Random, size: int) -> bytes:
+    """A ServerHello record (RFC 8446 §4.1.3), ChangeCipherSpec (§D.4), then encrypted
+    records (application_data, §5.2) to ``size`` bytes."""
+    body = b"\x03\x03" + rng.randbytes(32) + b"\x20" + rng.randbytes(32) + b"\x13\x01\x00" \
+        + struct.pack("!HHHH", 6, 43, 2, 0x0304)
+    hs = b"\x02" + len(body).to_bytes(3, "big") + body
+    out = b"\x16\x03\x03" + struct.pack("!H", len(hs)) + hs + b"\x14\x03\x03\x00\x01\x01"
+    return out + app_data(rng, size - len(out) - 5)
+
+
+def app_data(rng: random.Random, size: int) -> bytes:
+    return b"\x17\x03\x03" + struct.pack("!H", size) + rng.randbytes(size)
+
+
+def _handshake(c: bytes, s: bytes, cp: int, sp: int, ts: float, rtt: float) -> list[Frame]:
+    return [(ts, tcp(c, s, cp, sp, 1000, SYN)), (ts + rtt, tcp(s, c, sp, cp, 5000, SYN_ACK)),
+            (ts + rtt * 1.1, tcp(c, s, cp, sp, 1001, ACK))]
+
+
+def table_flow(i: int, inspecting: bool, ts: float, rng: random.Random) -> list[Frame]:
+    """The packets of the table's ``i``-th flow, from ``ts``: a decided one (twelve in
+    sixteen TLS, two plain HTTP, two QUIC) or, ``inspecting``, one still being inspected
+    (half-open, or a client's first bytes unanswered)."""
+    c = _addr(f"192.168.2.{20 + i % TABLE_DEVICES}")
+    s = _public(i % TABLE_SERVERS)
+    cp = 32768 + (i // TABLE_DEVICES) % 28000
+    rtt = 0.02
+    kind = i % 16
+    if inspecting:
+        out = _handshake(c, s, cp, 443, ts, rtt)
+        if i % 2:
+            out.append((ts + rtt * 1.2, tcp(c, s, cp, 443, 1001, PSH_ACK, rng.randbytes(40))))
+        return out
+    if kind < 12:
+        out = _handshake(c, s, cp, 443, ts, rtt)
+        hello = client_hello(f"www.site{i % 997}.example.com", rng)
+        flight = server_flight(rng, 1200)
+        return out + [
+            (ts + rtt * 1.2, tcp(c, s, cp, 443, 1001, PSH_ACK, hello)),
+            (ts + rtt * 2.2, tcp(s, c, 443, cp, 5001, PSH_ACK, flight)),
+            (ts + rtt * 2.4, tcp(c, s, cp, 443, 1001 + len(hello), PSH_ACK, app_data(rng, 80))),
+            (ts + rtt * 3.4, tcp(s, c, 443, cp, 5001 + len(flight), PSH_ACK,
+                                 app_data(rng, 1000)))]
+    if kind < 14:
+        out = _handshake(c, s, cp, 80, ts, rtt)
+        get = (f"GET /assets/{i}.js HTTP/1.1\r\nHost: static{i % 499}.example.org\r\n"
+               "Accept: */*\r\n\r\n").encode()
+        ok = b"HTTP/1.1 200 OK\r\nContent-Type: text/javascript\r\nContent-Length: 600\r\n\r\n" \
+            + bytes(600)
+        return out + [(ts + rtt * 1.2, tcp(c, s, cp, 80, 1001, PSH_ACK, get)),
+                      (ts + rtt * 2.2, tcp(s, c, 80, cp, 5001, PSH_ACK, ok))]
+    # QUIC (RFC 9000 §17.2.2): a client's Initial, padded to 1,200 bytes (§14.1), and the
+    # server's answer; the rest is encrypted.
+    dcid = rng.randbytes(8)
+    initial = b"\xc3\x00\x00\x00\x01\x08" + dcid + b"\x00\x00" + struct.pack("!H", 0x4000 | 1180) \
+        + rng.randbytes(1180)
+    answer = b"\xc1\x00\x00\x00\x01\x08" + rng.randbytes(8) + b"\x08" + dcid + b"\x00" \
+        + struct.pack("!H", 0x4000 | 1100) + rng.randbytes(1100)
+    return [(ts, udp(c, s, cp, 443, initial)), (ts + rtt, udp(s, c, 443, cp, answer))]
+
+
+def table_frames(flows: int, inspecting: int, seed: int = 1) -> Iterator[Frame]:
+    """``flows`` flows opened over TABLE_SPAN, the last ``inspecting`` of them still being
+    inspected at the end, in time order."""
+    rng = random.Random(seed)
+    step = TABLE_SPAN / max(1, flows)
+    pending: list[Frame] = []
+    for i in range(flows):
+        ts = TABLE_START + i * step
+        while pending and pending[0][0] <= ts:
+            yield heapq.heappop(pending)
+        for fr in table_flow(i, i >= flows - inspecting, ts, rng):
+            heapq.heappush(pending, fr)
+    while pending:
+        yield heapq.heappop(pending)
+
+
+@dataclass
+class TableFull:
+    """The flow table full, measured: ``netwatch replay`` of ``flows`` flows and of half
+    as many (the same ``inspecting`` in each), with the cap raised to ``flows``."""
+
+    flows: int
+    inspecting: int
+    peak_rss_mib: float  # the replay with the table full
+    half_rss_mib: float  # the replay of half the flows
+    max_concurrent: int  # the most flows the full replay held at once (stats event)
+    evicted: int  # flows the full replay evicted (none, when the cap is the table's size)
+
+    @property
+    def bytes_per_decided_flow(self) -> float:
+        """What each decided flow of the second half added to the peak RSS."""
+        return (self.peak_rss_mib - self.half_rss_mib) * 1048576 / (self.flows - self.flows // 2)
+
+
+def _stats(eve: Path) -> dict[str, int]:
+    with open(eve, encoding="utf-8") as fh:
+        for line in fh:
+            if '"stats"' in line:
+                ev = json.loads(line)
+                if ev["event_type"] == "stats":
+                    return dict(ev["stats"])
+    return {}
+
+
+def table_full(flows: int = TABLE_FLOWS, inspecting: int = TABLE_INSPECTING,
+               workdir: Path | None = None, seed: int = 1) -> TableFull:
+    """Replay the table's flows, and half of them, each in a child process with the cap at
+    ``flows``: the peak RSS of each, and what the full replay's stats event says."""
+    peaks = []
+    stats: dict[str, int] = {}
+    with tempfile.TemporaryDirectory(prefix="netwatch-table-", dir=workdir) as tmp:
+        d = Path(tmp)
+        for n in (flows // 2, flows):
+            cap, eve = d / f"table-{n}.pcap", d / f"table-{n}.eve.json"
+            write_pcap(cap, table_frames(n, inspecting, seed))
+            peaks.append(replay_measured(cap, None, eve, ("--max-flows", str(flows))))
+            stats = _stats(eve)
+            cap.unlink()
+    return TableFull(flows, inspecting, round(peaks[1], 1), round(peaks[0], 1),
+                     stats.get("max_concurrent_flows", 0), stats.get("flows_evicted", 0))

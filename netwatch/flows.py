@@ -8,8 +8,9 @@ After that it only counts. Bounds are named here with the reasoning behind each.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from .eventlog import community_id, flow_id
 
@@ -45,9 +46,10 @@ TIMEOUT_DNS = 10.0
 SWEEP_INTERVAL = 30.0
 # Flow table bound. The 1M-packet home mix (12 devices, 45 min) holds 1,073 flows at once
 # at most with these timeouts (3,643 when lookups were kept 300 s); 8,192 is over twice the
-# latter. A flow costs ~1.1 KiB decided (object, counters, both table entries), ~2.3 KiB
+# latter. A decided flow costs ~0.9 KiB of RSS (object, counters, both table entries, its
+# place among the live flows: netwatch bench's "flow table full", floods.table_full), more
 # with a detection's evidence: the full table stays under 20 MiB, and a flood's replay
-# under netwatch.floods.RSS_CAP_MIB. When full, the least protected flow ends (see
+# under floods.RSS_CAP_MIB. When full, the least protected flow ends (see
 # Pipeline._evict_idle): in a busier household, an idle flow with no detection, which loses
 # only the rest of its byte counts.
 MAX_FLOWS = 8192
@@ -93,68 +95,253 @@ class Limits:
     max_session_peers: int = MAX_SESSION_PEERS
 
 
+T = TypeVar("T")
 SEQ_MOD = 1 << 32
 SEQ_HALF = 1 << 31
 
 
-_DONE: Any = ((), ())  # what a decided flow keeps of its inspection state
+_PORTS = struct.Struct("!HH").pack
+_PORT = struct.Struct("!H").unpack_from
+
+
+def flow_key(cip: bytes, sip: bytes, cport: int, sport: int) -> bytes:
+    """Addresses then ports, client first, as they sit in an IP packet from the client (the
+    fast path slices this from the frame). Addresses of two families (a resolver's log may
+    pair an IPv6 device with an IPv4 resolver) are told apart by a last byte, the client
+    address's length: such a key is in no table."""
+    key = cip + sip + _PORTS(cport, sport)
+    return key if len(cip) == len(sip) else key + bytes((len(cip),))
+
+
+def _client_len(key: bytes) -> int:
+    n = len(key)
+    return (n - 4) >> 1 if n == 12 or n == 36 else key[-1]
+
+
+def _server_len(key: bytes, client: int) -> int:
+    n = len(key)
+    return client if n == 12 or n == 36 else n - 5 - client
+
+
+_DONE: Any = ((), ())  # what a decided flow reads of its inspection state
 _NO_CANDIDATES: Any = ()
 
 
-class Flow:
-    __slots__ = (
-        "from_log",
-        "id", "proto", "client_ip", "server_ip", "client_port", "server_port", "first_ts",
-        "last_ts", "pkts", "bytes", "payload_pkts", "client_syn", "server_synack", "rst",
-        "fins", "inspecting", "streams", "segments", "next_seq", "pending", "candidates",
-        "verdict", "name", "name_rule", "closing", "key", "rkey", "dns_tools",
-        "events", "narrowed_on", "sni", "sni_seen", "eve_id", "proxy", "opening_read",
-    )
+class Inspection:
+    """What a flow holds while it is inspected: its first bytes and packets each way, the
+    reassembly of each direction, the recognisers still interested. A decided flow drops it
+    (``Flow.stop_inspecting``)."""
 
-    def __init__(self, fid: int, proto: int, cip: bytes, cport: int, sip: bytes, sport: int,
-                 ts: float):
-        self.id = fid
-        self.proto = proto
-        self.client_ip = cip
-        self.client_port = cport
-        self.server_ip = sip
-        self.server_port = sport
-        self.first_ts = ts
-        self.last_ts = ts
-        self.pkts = [0, 0]
-        self.bytes = [0, 0]
-        self.payload_pkts = 0
-        self.client_syn = False
-        self.server_synack = False
-        self.rst = False
-        self.fins = 0
-        self.inspecting = True
+    __slots__ = ("streams", "segments", "next_seq", "pending", "candidates", "narrowed_on",
+                 "opening_read")
+
+    def __init__(self) -> None:
         self.streams: list[bytearray] = [bytearray(), bytearray()]
         self.segments: list[list[bytes]] = [[], []]
         self.next_seq: list[int | None] = [None, None]
         self.pending: list[dict[int, bytes]] = [{}, {}]
         self.candidates: list[Recogniser] = []
-        self.verdict: Detection | None = None
-        self.name: str | None = None
-        self.name_rule: NameMatch | None = None
-        self.closing = False
-        self.key: Any = None
-        self.rkey: Any = None
-        self.dns_tools: set[str] | None = None
-        # Not a connection: the lookups of one device read from the LAN resolver's log
-        # (Pipeline.dns_lookup), so it carries no bytes and its far end is the resolver.
-        self.from_log = False
-        self.events = 0
         # Direction whose first byte alone chose the candidates (None: not narrowed yet, or
         # narrowed on both sides).
         self.narrowed_on: int | None = None
-        self.sni: str | None = None  # the TLS server name, when the TLS recogniser read one
-        self.sni_seen = False  # the household context has looked at it
+        self.opening_read = False  # whether the first bytes were checked for a proxy's
+
+
+class _Decided(Inspection):
+    """The one inspection state every decided flow shares: empty, and never written."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        for name, value in (("streams", _DONE), ("segments", _DONE), ("next_seq", _DONE),
+                            ("pending", _DONE), ("candidates", _NO_CANDIDATES),
+                            ("narrowed_on", None), ("opening_read", True)):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"a decided flow keeps no inspection state ({name})")
+
+
+DECIDED = _Decided()
+
+
+# What a flow has seen of its connection, and two marks of its own, as bits of Flow.seen.
+SAW_SYN = 1  # the client's SYN
+SAW_SYN_ACK = 2  # the server's SYN-ACK
+SAW_RST = 4
+SAW_FIN = 8  # a FIN, either way
+CLOSING = 16  # a RST, or a FIN each way (counted as a second FIN)
+SNI_SEEN = 32  # the household context has looked at the TLS server name
+FROM_LOG = 64  # not a connection: see Flow.from_log
+
+
+class _Bit:
+    """A flag of the flow kept as one bit of ``Flow.seen``."""
+
+    __slots__ = ("mask",)
+
+    def __init__(self, mask: int):
+        self.mask = mask
+
+    def __get__(self, flow: Flow, owner: type | None = None) -> bool:
+        return bool(flow.seen & self.mask)
+
+    def __set__(self, flow: Flow, value: bool) -> None:
+        flow.seen = flow.seen | self.mask if value else flow.seen & ~self.mask
+
+
+class Detail:
+    """What only some flows carry: a verdict, a tool's name rule for the peer, a proxy's
+    opening, events written. A flow without any has none (``Flow.detail`` is None)."""
+
+    __slots__ = ("verdict", "name_rule", "proxy", "events", "eve_id")
+
+    def __init__(self) -> None:
+        self.verdict: Detection | None = None
+        self.name_rule: NameMatch | None = None
         # A proxy's or gateway's opening at the start of the flow (recognisers.proxy): what
         # the recognisers see begins after it, and its target is the flow's real peer.
         self.proxy: Opening | None = None
-        self.opening_read = False  # whether the first bytes were checked for one
+        self.events = 0  # remote_access events written
         self.eve_id = 0  # the event log's flow_id, worked out at the flow's first event
+
+
+class _Detailed(Generic[T]):
+    """A field of ``Flow.detail``, read through the flow: its default while the flow has
+    no detail, which is made when a field is first set to something else."""
+
+    __slots__ = ("field", "default")
+
+    def __init__(self, field: str, default: T):
+        self.field = field
+        self.default = default
+
+    def __get__(self, flow: Flow, owner: type | None = None) -> T:
+        d = flow.detail
+        return self.default if d is None else cast(T, getattr(d, self.field))
+
+    def __set__(self, flow: Flow, value: T) -> None:
+        d = flow.detail
+        if d is None:
+            if value == self.default:
+                return
+            d = flow.detail = Detail()
+        setattr(d, self.field, value)
+
+
+class Flow:
+    __slots__ = (
+        "id", "proto", "first_ts", "last_ts", "pkts", "bytes", "payload_pkts", "seen",
+        "inspecting", "insp", "name", "key", "dns_tools", "sni", "detail",
+    )
+
+    client_syn = _Bit(SAW_SYN)
+    server_synack = _Bit(SAW_SYN_ACK)
+    rst = _Bit(SAW_RST)
+    closing = _Bit(CLOSING)
+    sni_seen = _Bit(SNI_SEEN)
+    # Not a connection: the lookups of one device read from the LAN resolver's log
+    # (Pipeline.dns_lookup), so it carries no bytes and its far end is the resolver.
+    from_log = _Bit(FROM_LOG)
+    verdict: _Detailed[Detection | None] = _Detailed("verdict", None)
+    name_rule: _Detailed[NameMatch | None] = _Detailed("name_rule", None)
+    proxy: _Detailed[Opening | None] = _Detailed("proxy", None)
+    events: _Detailed[int] = _Detailed("events", 0)
+    eve_id: _Detailed[int] = _Detailed("eve_id", 0)
+
+    def __init__(self, fid: int, proto: int, cip: bytes, cport: int, sip: bytes, sport: int,
+                 ts: float):
+        self.id = fid
+        self.proto = proto
+        # The flow table's key, client side first (Pipeline.tcp, .udp): the flow's addresses
+        # and ports are read from it, not kept twice.
+        self.key = flow_key(cip, sip, cport, sport)
+        self.first_ts = ts
+        self.last_ts = ts
+        self.pkts = [0, 0]
+        self.bytes = [0, 0]
+        self.payload_pkts = 0
+        self.seen = 0
+        self.inspecting = True
+        self.insp: Inspection = Inspection()
+        self.name: str | None = None
+        self.dns_tools: set[str] | None = None
+        # The TLS server name, when the TLS recogniser read one, until the household looks.
+        self.sni: str | None = None
+        self.detail: Detail | None = None
+
+    # The inspection state, read through the flow (recognisers see ``streams`` and
+    # ``segments``; the pipeline narrows ``candidates``).
+    @property
+    def streams(self) -> list[bytearray]:
+        return self.insp.streams
+
+    @property
+    def segments(self) -> list[list[bytes]]:
+        return self.insp.segments
+
+    @property
+    def next_seq(self) -> list[int | None]:
+        return self.insp.next_seq
+
+    @property
+    def candidates(self) -> list[Recogniser]:
+        return self.insp.candidates
+
+    @candidates.setter
+    def candidates(self, value: list[Recogniser]) -> None:
+        self.insp.candidates = value
+
+    @property
+    def narrowed_on(self) -> int | None:
+        return self.insp.narrowed_on
+
+    @narrowed_on.setter
+    def narrowed_on(self, value: int | None) -> None:
+        self.insp.narrowed_on = value
+
+    @property
+    def opening_read(self) -> bool:
+        return self.insp.opening_read
+
+    @opening_read.setter
+    def opening_read(self, value: bool) -> None:
+        self.insp.opening_read = value
+
+    @property
+    def client_ip(self) -> bytes:
+        return self.key[:_client_len(self.key)]
+
+    @property
+    def server_ip(self) -> bytes:
+        k = self.key
+        n = _client_len(k)
+        return k[n:n + _server_len(k, n)]
+
+    @property
+    def client_port(self) -> int:
+        k = self.key
+        n = _client_len(k)
+        return _PORT(k, n + _server_len(k, n))[0]
+
+    @property
+    def server_port(self) -> int:
+        k = self.key
+        n = _client_len(k)
+        return _PORT(k, n + _server_len(k, n) + 2)[0]
+
+    @property
+    def rkey(self) -> bytes:
+        """The key of the server's packets (addresses and ports the other way round)."""
+        k = self.key
+        size = len(k)
+        if size == 12 or size == 36:  # a table's key: one family, no length byte
+            n = (size - 4) >> 1
+            m = n + n
+            return k[n:m] + k[:n] + k[m + 2:] + k[m:m + 2]
+        n = _client_len(k)
+        m = n + _server_len(k, n)
+        return k[n:m] + k[:n] + k[m + 2:m + 4] + k[m:m + 2]
 
     def flow_id(self) -> int:
         """The flow's ``flow_id`` in the event log (stable across runs; ``id`` is this run's
@@ -173,23 +360,21 @@ class Flow:
         """A FIN or RST went by (TCP flags): the connection is closing after a RST or a FIN
         each way."""
         if flags & 0x04:
-            self.rst = True
-            self.closing = True
+            self.seen |= SAW_RST | CLOSING
         elif flags & 0x01:
-            self.fins += 1
-            if self.fins >= 2:
-                self.closing = True
+            self.seen |= CLOSING if self.seen & SAW_FIN else SAW_FIN
 
     def stop_inspecting(self) -> None:
         """Drop the buffers: from now on the flow is only counted."""
         self.inspecting = False
-        # Shared empty values, not new ones: a decided flow should cost as little as it can.
-        self.streams = self.segments = self.pending = self.next_seq = _DONE
-        self.candidates = _NO_CANDIDATES
+        # One shared empty state, not a new one: a decided flow should cost as little as it
+        # can.
+        self.insp = DECIDED
 
     def add_tcp_payload(self, d: int, seq: int, payload: bytes) -> bool:
         """Put a segment's bytes in order into direction ``d``; True if bytes were added."""
-        nxt = self.next_seq[d]
+        insp = self.insp
+        nxt = insp.next_seq[d]
         if nxt is None:
             nxt = seq  # capture began mid-connection: start where we are
         added = False
@@ -199,10 +384,10 @@ class Flow:
             nxt = (nxt + len(payload)) % SEQ_MOD
             added = True
         elif diff < SEQ_HALF:
-            pend = self.pending[d]
+            pend = insp.pending[d]
             if len(pend) < MAX_PENDING_SEGMENTS:
                 pend[seq] = payload
-            self.next_seq[d] = nxt
+            insp.next_seq[d] = nxt
             return False
         else:
             # Starts before what we have: a retransmission, maybe carrying new bytes.
@@ -211,7 +396,7 @@ class Flow:
                 self._append(d, payload[overlap:])
                 nxt = (nxt + len(payload) - overlap) % SEQ_MOD
                 added = True
-        pend = self.pending[d]
+        pend = insp.pending[d]
         while pend:
             progressed = False
             for s in list(pend):
@@ -225,17 +410,18 @@ class Flow:
                     progressed = True
             if not progressed:
                 break
-        self.next_seq[d] = nxt
+        insp.next_seq[d] = nxt
         return added
 
     def _append(self, d: int, data: bytes) -> None:
-        s = self.streams[d]
+        insp = self.insp
+        s = insp.streams[d]
         room = INSPECT_BYTES - len(s)
         if room > 0:
             s += data[:room]
         # The first packets too are kept up to INSPECT_BYTES a direction in all (recognisers
         # read the first few; 24 full-size segments would be 24 times the stream).
-        segs = self.segments[d]
+        segs = insp.segments[d]
         room = INSPECT_BYTES - sum(map(len, segs))
         if room > 0:
             segs.append(data[:room])
@@ -243,18 +429,19 @@ class Flow:
     def skip_opening(self, skip: tuple[int, int]) -> None:
         """Forget the first ``skip[d]`` bytes of each direction (a proxy's opening): the
         streams and the first packets then start where the tunnelled payload does."""
+        insp = self.insp
         for d, n in enumerate(skip):
             if not n:
                 continue
-            del self.streams[d][:n]
+            del insp.streams[d][:n]
             kept: list[bytes] = []
-            for seg in self.segments[d]:
+            for seg in insp.segments[d]:
                 if n >= len(seg):
                     n -= len(seg)
                     continue
                 kept.append(seg[n:])
                 n = 0
-            self.segments[d] = kept
+            insp.segments[d] = kept
 
     def add_datagram(self, d: int, payload: bytes) -> None:
         self._append(d, payload)

@@ -756,9 +756,12 @@ class Pipeline:
             t0 = time.perf_counter()
             self._inspect(f, ts)
             timer.add("inspect", time.perf_counter() - t0)
-        if f.sni is not None and not f.sni_seen and self.household is not None:
-            f.sni_seen = True
-            self._banking(f, f.sni, ts, seen_in="sni")
+        sni = f.sni
+        if sni is not None:
+            f.sni = None  # read once here: a decided flow keeps no name it will not use
+            if not f.sni_seen and self.household is not None:
+                f.sni_seen = True
+                self._banking(f, sni, ts, seen_in="sni")
         if f.inspecting and f.payload_pkts >= INSPECT_PACKETS:
             f.stop_inspecting()
 
@@ -780,8 +783,6 @@ class Pipeline:
             cip, cport, srv, sport_ = sip, sport, dip, dport
         f = Flow(self._next_id, proto, cip, cport, srv, sport_, ts)
         self._next_id += 1
-        f.key = cip + srv + _PORTS(cport, sport_)
-        f.rkey = srv + cip + _PORTS(sport_, cport)
         table = self.tables[proto]
         table[f.key] = (f, 0)
         table[f.rkey] = (f, 1)
@@ -1347,9 +1348,10 @@ class Pipeline:
 
     def _finish(self, f: Flow) -> None:
         """A flow ends (timeout, eviction, end of input): last look, then forget it."""
-        table = self.tables[f.proto]
-        table.pop(f.key, None)
-        table.pop(f.rkey, None)
+        if not f.from_log:  # a resolver log's pseudo-flow is in no table
+            table = self.tables[f.proto]
+            table.pop(f.key, None)
+            table.pop(f.rkey, None)
         self.live.pop(f.id, None)
         self.undecided.pop(f.id, None)
         if f.inspecting and f.candidates and f.payload_pkts:

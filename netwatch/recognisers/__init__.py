@@ -58,12 +58,26 @@ class FlowView(Protocol):
     """What a recogniser may read of a flow (see flows.Flow)."""
 
     proto: int
-    server_port: int
-    client_port: int
-    server_ip: bytes
-    client_ip: bytes
-    streams: list[bytearray]  # reassembled first bytes: [client->server, server->client]
-    segments: list[list[bytes]]  # first payload packets each way, in arrival order
+
+    @property
+    def server_port(self) -> int: ...
+
+    @property
+    def client_port(self) -> int: ...
+
+    @property
+    def server_ip(self) -> bytes: ...
+
+    @property
+    def client_ip(self) -> bytes: ...
+
+    @property
+    def streams(self) -> list[bytearray]:
+        """Reassembled first bytes: [client->server, server->client]."""
+
+    @property
+    def segments(self) -> list[list[bytes]]:
+        """First payload packets each way, in arrival order."""
 
 
 class _Giveup:
