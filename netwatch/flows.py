@@ -9,6 +9,8 @@ After that it only counts. Bounds are named here with the reasoning behind each.
 from __future__ import annotations
 
 import struct
+from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -123,6 +125,7 @@ def _server_len(key: bytes, client: int) -> int:
     return client if n == 12 or n == 36 else n - 5 - client
 
 
+_NO_COUNTS = array("q", bytes(32))
 _DONE: Any = ((), ())  # what a decided flow reads of its inspection state
 _NO_CANDIDATES: Any = ()
 
@@ -231,7 +234,7 @@ class _Detailed(Generic[T]):
 
 class Flow:
     __slots__ = (
-        "id", "proto", "first_ts", "last_ts", "pkts", "bytes", "payload_pkts", "seen",
+        "id", "proto", "first_ts", "last_ts", "counts", "payload_pkts", "seen",
         "inspecting", "insp", "name", "key", "dns_tools", "sni", "detail",
     )
 
@@ -258,8 +261,9 @@ class Flow:
         self.key = flow_key(cip, sip, cport, sport)
         self.first_ts = ts
         self.last_ts = ts
-        self.pkts = [0, 0]
-        self.bytes = [0, 0]
+        # Packets to the server and to the client, then bytes (on the wire) the same two
+        # ways: machine integers, not objects (``pkts`` and ``bytes`` read them).
+        self.counts = array("q", _NO_COUNTS)
         self.payload_pkts = 0
         self.seen = 0
         self.inspecting = True
@@ -445,3 +449,22 @@ class Flow:
 
     def add_datagram(self, d: int, payload: bytes) -> None:
         self._append(d, payload)
+
+    # Last in the class: from here on, ``bytes`` in the class body is the property.
+    @property
+    def pkts(self) -> memoryview:
+        """Packets to the server and to the client (writable: a view of ``counts``)."""
+        return memoryview(self.counts)[:2]
+
+    @pkts.setter
+    def pkts(self, value: Iterable[int]) -> None:
+        self.counts[0], self.counts[1] = value
+
+    @property
+    def bytes(self) -> memoryview:
+        """Bytes on the wire to the server and to the client (a view of ``counts``)."""
+        return memoryview(self.counts)[2:]
+
+    @bytes.setter
+    def bytes(self, value: Iterable[int]) -> None:
+        self.counts[2], self.counts[3] = value

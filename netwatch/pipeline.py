@@ -101,7 +101,9 @@ class FrameFields:
         self.frag = 0xFF1F if little else 0x1FFF
 
 
-FlowTable = dict[bytes, tuple[Flow, int]]
+# Both keys of a flow (its client's packets' and its server's) lead to it; a packet's key
+# equal to ``Flow.key`` is its client's.
+FlowTable = dict[bytes, Flow]
 # A frame from a live source: (time, link type, the captured bytes, length on the wire).
 LiveFrame = tuple[float, int, bytes, int]
 
@@ -126,26 +128,26 @@ def fast_ipv4(tcp: FlowTable, udp: FlowTable
         if p == TCP:
             if n < 54 or flags & 0x02:  # SYNs take the full path
                 return False
-            hit = tcp_get(key)
-            if hit is None:
+            f = tcp_get(key)
+            if f is None:
                 return False
-            f, d = hit
             if f.inspecting or f.dns_tools is not None:
                 return False
             if flags & 0x05:
                 f.saw_close(flags & 0x05)
         elif p == UDP:
-            hit = udp_get(key)
-            if hit is None:
+            f = udp_get(key)
+            if f is None:
                 return False
-            f, d = hit
             # Of a DNS flow only the queries (QR bit clear): they carry nothing netwatch reads.
             if f.inspecting or f.dns_tools is not None and (n < 45 or b44 & 0x80):
                 return False
         else:
             return False
-        f.pkts[d] += 1
-        f.bytes[d] += size
+        d = 0 if key == f.key else 1  # the client's packet, or the server's
+        c = f.counts
+        c[d] += 1
+        c[d + 2] += size
         f.last_ts = ts
         return True
 
@@ -183,21 +185,24 @@ def fast_path(tcp: FlowTable, udp: FlowTable) -> Callable[[bytes, int, int, int,
         if p == TCP:
             if n < 74 or buf[o + 67] & 0x02:
                 return False
-            hit = tcp.get(buf[o + 22:o + 58])
+            key = buf[o + 22:o + 58]
+            f = tcp.get(key)
             fin_rst = buf[o + 67] & 0x05
         elif p == UDP:
-            hit = udp.get(buf[o + 22:o + 58])
+            key = buf[o + 22:o + 58]
+            f = udp.get(key)
         else:
             return False
-        if hit is None:
+        if f is None:
             return False
-        f, d = hit
         if f.inspecting or f.dns_tools is not None:
             return False
         if fin_rst:
             f.saw_close(fin_rst)
-        f.pkts[d] += 1
-        f.bytes[d] += size
+        d = 0 if key == f.key else 1
+        c = f.counts
+        c[d] += 1
+        c[d + 2] += size
         f.last_ts = ts
         return True
 
@@ -307,8 +312,8 @@ class Pipeline:
         # Flow tables, one per transport, keyed by the raw bytes src ip + dst ip + src port +
         # dst port as they sit in an IPv4 packet (12 bytes; 36 for IPv6); each flow is in its
         # table twice, once per direction, with the direction (0 client->server, 1 back).
-        self.tcp: dict[bytes, tuple[Flow, int]] = {}
-        self.udp: dict[bytes, tuple[Flow, int]] = {}
+        self.tcp: FlowTable = {}
+        self.udp: FlowTable = {}
         self.tables = {TCP: self.tcp, UDP: self.udp}
         self._fast = fast_path(self.tcp, self.udp)
         self._count4 = fast_ipv4(self.tcp, self.udp)
@@ -674,16 +679,19 @@ class Pipeline:
             return
         self.c.ip_packets += 1
         proto, sip, dip, sport, dport, flags, seq, payload = p  # type: ignore[misc]
-        hit = self.tables[proto].get(sip + dip + _PORTS(sport, dport))
-        if hit is not None:
-            f, d = hit
+        key = sip + dip + _PORTS(sport, dport)
+        f = self.tables[proto].get(key)
+        d = 0
+        if f is not None:
+            d = 0 if key == f.key else 1
             if (not f.inspecting and f.dns_tools is None and not flags & 0x07
                     and ts < self._next_sweep):
-                f.pkts[d] += 1
-                f.bytes[d] += wire
+                c = f.counts
+                c[d] += 1
+                c[d + 2] += wire
                 f.last_ts = ts
                 return
-        self._packet(ts, proto, sip, dip, sport, dport, flags, seq, payload, wire, hit)
+        self._packet(ts, proto, sip, dip, sport, dport, flags, seq, payload, wire, f, d)
 
     def _count_undecoded(self, code: int) -> None:
         c = self.c
@@ -702,20 +710,24 @@ class Pipeline:
 
     def _packet(self, ts: float, proto: int, sip: bytes, dip: bytes, sport: int, dport: int,
                 flags: int, seq: int, payload: bytes, size: int,
-                hit: tuple[Flow, int] | None) -> None:
+                hit: Flow | None, d: int) -> None:
+        """A packet of flow ``hit`` (None: no flow yet), from its client (``d`` 0) or its
+        server (1)."""
         self.now = ts
         if ts >= self._next_sweep:
             self._clock(ts)
-        if hit is not None:
-            f, d = hit
-            if proto == TCP and f.closing and flags & 0x12 == dec.TCP_SYN and d == 0:
-                # A new connection on the same ports after the old one closed.
-                self._finish(f)
-                hit = None
+        if hit is not None and (proto == TCP and hit.closing and flags & 0x12 == dec.TCP_SYN
+                                and d == 0):
+            # A new connection on the same ports after the old one closed.
+            self._finish(hit)
+            hit = None
         if hit is None:
             f, d = self._new_flow(ts, proto, sip, dip, sport, dport, flags, payload)
-        f.pkts[d] += 1
-        f.bytes[d] += size
+        else:
+            f = hit
+        c = f.counts
+        c[d] += 1
+        c[d + 2] += size
         f.last_ts = ts
         if proto == TCP:
             if flags & dec.TCP_SYN:
@@ -784,8 +796,8 @@ class Pipeline:
         f = Flow(self._next_id, proto, cip, cport, srv, sport_, ts)
         self._next_id += 1
         table = self.tables[proto]
-        table[f.key] = (f, 0)
-        table[f.rkey] = (f, 1)
+        table[f.key] = f
+        table[f.rkey] = f
         self.live[f.id] = f
         c = self.c
         c.flows += 1
@@ -1382,10 +1394,11 @@ class Pipeline:
             self.now = now
         for c in conns:
             table = self.tables.get(c.proto)
-            hit = table.get(c.client + c.server + _PORTS(c.cport, c.sport)) if table else None
-            if hit is None:
+            key = c.client + c.server + _PORTS(c.cport, c.sport)
+            f = table.get(key) if table else None
+            if f is None:
                 continue
-            f, d = hit
+            d = 0 if key == f.key else 1
             if c.counted:
                 grew = False
                 for i, way in ((0, d), (1, 1 - d)):  # conntrack's original direction first
