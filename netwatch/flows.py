@@ -9,8 +9,7 @@ After that it only counts. Bounds are named here with the reasoning behind each.
 from __future__ import annotations
 
 import struct
-from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -125,7 +124,6 @@ def _server_len(key: bytes, client: int) -> int:
     return client if n == 12 or n == 36 else n - 5 - client
 
 
-_NO_COUNTS = array("q", bytes(32))
 _DONE: Any = ((), ())  # what a decided flow reads of its inspection state
 _NO_CANDIDATES: Any = ()
 
@@ -234,7 +232,8 @@ class _Detailed(Generic[T]):
 
 class Flow:
     __slots__ = (
-        "id", "proto", "first_ts", "last_ts", "counts", "payload_pkts", "seen",
+        "id", "proto", "first_ts", "last_ts", "pkts_toserver", "pkts_toclient",
+        "bytes_toserver", "bytes_toclient", "payload_pkts", "seen",
         "inspecting", "insp", "name", "key", "dns_tools", "sni", "detail",
     )
 
@@ -261,9 +260,11 @@ class Flow:
         self.key = flow_key(cip, sip, cport, sport)
         self.first_ts = ts
         self.last_ts = ts
-        # Packets to the server and to the client, then bytes (on the wire) the same two
-        # ways: machine integers, not objects (``pkts`` and ``bytes`` read them).
-        self.counts = array("q", _NO_COUNTS)
+        # Packets and bytes (on the wire) each way, as attributes of their own rather than
+        # lists: the hot loops count with two attribute updates, and a flow carries no list
+        # objects (``pkts`` and ``bytes`` give them by direction, 0 to the server).
+        self.pkts_toserver = self.pkts_toclient = 0
+        self.bytes_toserver = self.bytes_toclient = 0
         self.payload_pkts = 0
         self.seen = 0
         self.inspecting = True
@@ -452,19 +453,48 @@ class Flow:
 
     # Last in the class: from here on, ``bytes`` in the class body is the property.
     @property
-    def pkts(self) -> memoryview:
-        """Packets to the server and to the client (writable: a view of ``counts``)."""
-        return memoryview(self.counts)[:2]
+    def pkts(self) -> Pair:
+        """Packets to the server and to the client (``pkts[d]``, readable and writable)."""
+        return Pair(self, "pkts_toserver", "pkts_toclient")
 
     @pkts.setter
     def pkts(self, value: Iterable[int]) -> None:
-        self.counts[0], self.counts[1] = value
+        self.pkts_toserver, self.pkts_toclient = value
 
     @property
-    def bytes(self) -> memoryview:
-        """Bytes on the wire to the server and to the client (a view of ``counts``)."""
-        return memoryview(self.counts)[2:]
+    def bytes(self) -> Pair:
+        """Bytes on the wire to the server and to the client (``bytes[d]``)."""
+        return Pair(self, "bytes_toserver", "bytes_toclient")
 
     @bytes.setter
     def bytes(self, value: Iterable[int]) -> None:
-        self.counts[2], self.counts[3] = value
+        self.bytes_toserver, self.bytes_toclient = value
+
+
+class Pair:
+    """Two of a flow's counters by direction (0: to the server, 1: to the client), read and
+    written as ``pair[d]``, as a list of two would be."""
+
+    __slots__ = ("flow", "names")
+
+    def __init__(self, flow: Flow, *names: str):
+        self.flow = flow
+        self.names = names
+
+    def __getitem__(self, d: int) -> int:
+        return int(getattr(self.flow, self.names[d]))
+
+    def __setitem__(self, d: int, value: int) -> None:
+        setattr(self.flow, self.names[d], value)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter((self[0], self[1]))
+
+    def __len__(self) -> int:
+        return 2
+
+    def __eq__(self, other: object) -> bool:
+        return list(self) == list(other) if isinstance(other, (list, tuple, Pair)) else False
+
+    def __repr__(self) -> str:
+        return repr(list(self))

@@ -144,10 +144,12 @@ def fast_ipv4(tcp: FlowTable, udp: FlowTable
                 return False
         else:
             return False
-        d = 0 if key == f.key else 1  # the client's packet, or the server's
-        c = f.counts
-        c[d] += 1
-        c[d + 2] += size
+        if key == f.key:  # the client's packet
+            f.pkts_toserver += 1
+            f.bytes_toserver += size
+        else:
+            f.pkts_toclient += 1
+            f.bytes_toclient += size
         f.last_ts = ts
         return True
 
@@ -199,10 +201,12 @@ def fast_path(tcp: FlowTable, udp: FlowTable) -> Callable[[bytes, int, int, int,
             return False
         if fin_rst:
             f.saw_close(fin_rst)
-        d = 0 if key == f.key else 1
-        c = f.counts
-        c[d] += 1
-        c[d + 2] += size
+        if key == f.key:
+            f.pkts_toserver += 1
+            f.bytes_toserver += size
+        else:
+            f.pkts_toclient += 1
+            f.bytes_toclient += size
         f.last_ts = ts
         return True
 
@@ -686,9 +690,12 @@ class Pipeline:
             d = 0 if key == f.key else 1
             if (not f.inspecting and f.dns_tools is None and not flags & 0x07
                     and ts < self._next_sweep):
-                c = f.counts
-                c[d] += 1
-                c[d + 2] += wire
+                if d:
+                    f.pkts_toclient += 1
+                    f.bytes_toclient += wire
+                else:
+                    f.pkts_toserver += 1
+                    f.bytes_toserver += wire
                 f.last_ts = ts
                 return
         self._packet(ts, proto, sip, dip, sport, dport, flags, seq, payload, wire, f, d)
@@ -725,9 +732,12 @@ class Pipeline:
             f, d = self._new_flow(ts, proto, sip, dip, sport, dport, flags, payload)
         else:
             f = hit
-        c = f.counts
-        c[d] += 1
-        c[d + 2] += size
+        if d:
+            f.pkts_toclient += 1
+            f.bytes_toclient += size
+        else:
+            f.pkts_toserver += 1
+            f.bytes_toserver += size
         f.last_ts = ts
         if proto == TCP:
             if flags & dec.TCP_SYN:
