@@ -361,6 +361,17 @@ class Flow:
         return community_id(self.proto, self.client_ip, self.client_port, self.server_ip,
                             self.server_port, seed)
 
+    def count(self, d: int, size: int, ts: float) -> None:
+        """One packet of ``size`` bytes (on the wire) at ``ts``, to the server (``d`` 0) or
+        to the client (1). (The replay's hot loops write the same inline.)"""
+        if d:
+            self.pkts_toclient += 1
+            self.bytes_toclient += size
+        else:
+            self.pkts_toserver += 1
+            self.bytes_toserver += size
+        self.last_ts = ts
+
     def saw_close(self, flags: int) -> None:
         """A FIN or RST went by (TCP flags): the connection is closing after a RST or a FIN
         each way."""

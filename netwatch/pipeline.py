@@ -144,7 +144,7 @@ def fast_ipv4(tcp: FlowTable, udp: FlowTable
                 return False
         else:
             return False
-        if key == f.key:  # the client's packet
+        if key == f.key:  # the client's packet (Flow.count, inline: this is the hot loop)
             f.pkts_toserver += 1
             f.bytes_toserver += size
         else:
@@ -201,13 +201,7 @@ def fast_path(tcp: FlowTable, udp: FlowTable) -> Callable[[bytes, int, int, int,
             return False
         if fin_rst:
             f.saw_close(fin_rst)
-        if key == f.key:
-            f.pkts_toserver += 1
-            f.bytes_toserver += size
-        else:
-            f.pkts_toclient += 1
-            f.bytes_toclient += size
-        f.last_ts = ts
+        f.count(0 if key == f.key else 1, size, ts)
         return True
 
     return count
@@ -690,13 +684,7 @@ class Pipeline:
             d = 0 if key == f.key else 1
             if (not f.inspecting and f.dns_tools is None and not flags & 0x07
                     and ts < self._next_sweep):
-                if d:
-                    f.pkts_toclient += 1
-                    f.bytes_toclient += wire
-                else:
-                    f.pkts_toserver += 1
-                    f.bytes_toserver += wire
-                f.last_ts = ts
+                f.count(d, wire, ts)
                 return
         self._packet(ts, proto, sip, dip, sport, dport, flags, seq, payload, wire, f, d)
 
@@ -732,13 +720,7 @@ class Pipeline:
             f, d = self._new_flow(ts, proto, sip, dip, sport, dport, flags, payload)
         else:
             f = hit
-        if d:
-            f.pkts_toclient += 1
-            f.bytes_toclient += size
-        else:
-            f.pkts_toserver += 1
-            f.bytes_toserver += size
-        f.last_ts = ts
+        f.count(d, size, ts)
         if proto == TCP:
             if flags & dec.TCP_SYN:
                 if d == 0 and not flags & dec.TCP_ACK:
