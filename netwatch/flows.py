@@ -47,7 +47,7 @@ TIMEOUT_DNS = 10.0
 SWEEP_INTERVAL = 30.0
 # Flow table bound. The 1M-packet home mix (12 devices, 45 min) holds 1,073 flows at once
 # at most with these timeouts (3,643 when lookups were kept 300 s); 8,192 is over twice the
-# latter. A decided flow costs ~0.9 KiB of RSS (object, counters, both table entries, its
+# latter. A decided flow costs ~0.6 KiB of RSS (object, counters, both table entries, its
 # place among the live flows: netwatch bench's "flow table full", floods.table_full), more
 # with a detection's evidence: the full table stays under 20 MiB, and a flood's replay
 # under floods.RSS_CAP_MIB. When full, the least protected flow ends (see
