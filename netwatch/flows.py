@@ -124,6 +124,7 @@ def _server_len(key: bytes, client: int) -> int:
     return client if n == 12 or n == 36 else n - 5 - client
 
 
+NO_TOOLS: frozenset[str] = frozenset()
 _DONE: Any = ((), ())  # what a decided flow reads of its inspection state
 _NO_CANDIDATES: Any = ()
 
@@ -252,7 +253,7 @@ class Flow:
     eve_id: _Detailed[int] = _Detailed("eve_id", 0)
 
     def __init__(self, fid: int, proto: int, cip: bytes, cport: int, sip: bytes, sport: int,
-                 ts: float):
+                 ts: float, inspect: bool = True):
         self.id = fid
         self.proto = proto
         # The flow table's key, client side first (Pipeline.tcp, .udp): the flow's addresses
@@ -267,10 +268,13 @@ class Flow:
         self.bytes_toserver = self.bytes_toclient = 0
         self.payload_pkts = 0
         self.seen = 0
-        self.inspecting = True
-        self.insp: Inspection = Inspection()
+        # A flow that nothing will inspect (a lookup over UDP) is decided from the start.
+        self.inspecting = inspect
+        self.insp: Inspection = Inspection() if inspect else DECIDED
         self.name: str | None = None
-        self.dns_tools: set[str] | None = None
+        # A DNS flow's kinds of lookup already reported (NO_TOOLS to begin with); None for
+        # a flow that is not DNS.
+        self.dns_tools: frozenset[str] | None = None
         # The TLS server name, when the TLS recogniser read one, until the household looks.
         self.sni: str | None = None
         self.detail: Detail | None = None

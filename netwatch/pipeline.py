@@ -23,6 +23,7 @@ from .flows import (
     EVICT_SAMPLE,
     INSPECT_BYTES,
     INSPECT_PACKETS,
+    NO_TOOLS,
     ONE_SIDED_BYTES,
     SWEEP_INTERVAL,
     TIMEOUT_DNS,
@@ -785,7 +786,11 @@ class Pipeline:
             cip, cport, srv, sport_ = dip, dport, sip, sport
         else:
             cip, cport, srv, sport_ = sip, sport, dip, dport
-        f = Flow(self._next_id, proto, cip, cport, srv, sport_, ts)
+        dns = DNS_PORT in (sport_, cport)
+        # A lookup over UDP is decided at once: its answers are read (``_dns``), no
+        # recogniser runs, and it never joins the pool of flows being inspected.
+        f = Flow(self._next_id, proto, cip, cport, srv, sport_, ts,
+                 inspect=not (dns and proto == UDP))
         self._next_id += 1
         table = self.tables[proto]
         table[f.key] = f
@@ -796,16 +801,15 @@ class Pipeline:
         live = len(self.live)
         if live > c.max_concurrent_flows:
             c.max_concurrent_flows = live
-        self.undecided[f.id] = f
-        if len(self.undecided) > self.limits.max_inspecting:
-            self._evict_undecided()
+        if f.inspecting:
+            self.undecided[f.id] = f
+            if len(self.undecided) > self.limits.max_inspecting:
+                self._evict_undecided()
         if len(self.live) > self.limits.max_flows:
             self._evict_idle()
-        if DNS_PORT in (sport_, cport):
-            f.dns_tools = set()
-            if proto == UDP:
-                f.stop_inspecting()
-            else:
+        if dns:
+            f.dns_tools = NO_TOOLS
+            if proto == TCP:
                 # DNS over TCP: answers are reassembled (see _dns_stream); no recogniser
                 # runs on the flow.
                 f.candidates = []
@@ -1049,7 +1053,7 @@ class Pipeline:
             assert f.dns_tools is not None
             if m.tool in f.dns_tools:
                 return
-            f.dns_tools.add(m.tool)
+            f.dns_tools = f.dns_tools | {m.tool}
             det = Detection(m.tool, "dns", m.confidence,
                             [Evidence("dns", name, f"{m.role} name; {m.detail()}")])
             f.verdict = None
@@ -1149,7 +1153,7 @@ class Pipeline:
             role = m.role if m.role in LOOKUP_ROLES else "dns"
             assert f.dns_tools is not None
             if role not in f.dns_tools:  # each kind of lookup once while the flow lives
-                f.dns_tools.add(role)
+                f.dns_tools = f.dns_tools | {role}
                 said = "looked up and blocked by the resolver" if blocked else "looked up"
                 det = Detection(m.tool, role, m.confidence, [Evidence(
                     "dns", name, f"{m.role} name {said} (the resolver's log); {m.detail()}")])
@@ -1168,11 +1172,10 @@ class Pipeline:
             if len(self.lookup_flows) > self.limits.max_flows:
                 self.lookup_flows = {k: v for k, v in self.lookup_flows.items()
                                      if v.id in self.live}
-            f = Flow(self._next_id, UDP, cip, 0, rip, DNS_PORT, ts)
+            f = Flow(self._next_id, UDP, cip, 0, rip, DNS_PORT, ts, inspect=False)
             self._next_id += 1
             f.from_log = True
-            f.dns_tools = set()
-            f.stop_inspecting()
+            f.dns_tools = NO_TOOLS
             self.lookup_flows[key] = f
             self.live[f.id] = f
             self.c.flows += 1
