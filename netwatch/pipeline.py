@@ -798,15 +798,16 @@ class Pipeline:
         self.live[f.id] = f
         c = self.c
         c.flows += 1
-        live = len(self.live)
-        if live > c.max_concurrent_flows:
-            c.max_concurrent_flows = live
         if f.inspecting:
             self.undecided[f.id] = f
             if len(self.undecided) > self.limits.max_inspecting:
                 self._evict_undecided()
         if len(self.live) > self.limits.max_flows:
             self._evict_idle()
+        # Counted once the table is back within its cap: never more than max_flows.
+        live = len(self.live)
+        if live > c.max_concurrent_flows:
+            c.max_concurrent_flows = live
         if dns:
             f.dns_tools = NO_TOOLS
             if proto == TCP:
