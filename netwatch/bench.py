@@ -75,6 +75,7 @@ class Report:
     netwatch: list[Timing] = field(default_factory=list)
     ndpi: list[Timing] = field(default_factory=list)
     ratios: list[float] = field(default_factory=list)  # ndpiReader wall / netwatch wall
+    cpu_ratios: list[float] = field(default_factory=list)  # the same in CPU seconds
     stages: dict[str, float] = field(default_factory=dict)
     fast_path_packets: int = 0
     bytes_per_flow: float = 0.0
@@ -171,13 +172,16 @@ def ndpi_argv(pcap: Path, out: Path) -> list[str] | None:
 
 def pair(ours: list[str], peer: list[str] | None, runs: int,
          env: dict[str, str] | None = None
-         ) -> tuple[list[Timing], list[Timing], list[float]]:
+         ) -> tuple[list[Timing], list[Timing], list[float], list[float]]:
     """netwatch and ndpiReader in turn, ``runs`` times each: their timings and the ratios
-    of the pairs (ndpiReader's wall time over netwatch's: netwatch's speed relative).
-    ``env`` is netwatch's environment (default: this process's)."""
+    of the pairs (ndpiReader's wall time over netwatch's: netwatch's speed relative), then
+    the same ratios of CPU seconds (both read a file on one thread: CPU seconds compare the
+    work done, and stay meaningful when other jobs stretch the wall times). ``env`` is
+    netwatch's environment (default: this process's)."""
     mine: list[Timing] = []
     theirs: list[Timing] = []
     ratios: list[float] = []
+    cpu_ratios: list[float] = []
     # One uncounted run of each first: the file is then in the page cache for both.
     time_process(ours, env)
     if peer is not None:
@@ -192,14 +196,17 @@ def pair(ours: list[str], peer: list[str] | None, runs: int,
             if p.returncode == 0:
                 theirs.append(p)
                 ratios.append(p.wall / t.wall)
-    return mine, theirs, ratios
+                if t.cpu > 0:
+                    cpu_ratios.append(p.cpu / t.cpu)
+    return mine, theirs, ratios, cpu_ratios
 
 
 def paired_runs(report: Report, pcap: Path, runs: int, tmp: Path, peer: bool) -> Path:
     """netwatch and ndpiReader in turn, ``runs`` times each; returns the last event log."""
     log = tmp / "bench.eve.json"
     ndpi = ndpi_argv(pcap, tmp / "ndpi.csv") if peer else None
-    report.netwatch, report.ndpi, report.ratios = pair(netwatch_argv(pcap, log), ndpi, runs)
+    report.netwatch, report.ndpi, report.ratios, report.cpu_ratios = pair(
+        netwatch_argv(pcap, log), ndpi, runs)
     report.runs = runs
     with open(log, encoding="utf-8") as fh:
         for line in fh:
@@ -262,10 +269,10 @@ def pcapng_runs(report: Report, pcap: Path, truth: Path | None, runs: int, tmp: 
         write_pcapng(pcap, ng)
     log = tmp / "pcapng.eve.json"
     ndpi = ndpi_argv(ng, tmp / "ndpi-ng.csv") if peer else None
-    mine, theirs, ratios = pair(netwatch_argv(ng, log), ndpi, runs)
+    mine, theirs, ratios, cpu_ratios = pair(netwatch_argv(ng, log), ndpi, runs)
     report.pcapng = {
         "file": str(ng), "ratios": ratios,
-        "cpu_ratios": [t.cpu / m.cpu for m, t in zip(mine, theirs) if m.cpu > 0],
+        "cpu_ratios": cpu_ratios,
         "netwatch_wall_s": [t.wall for t in mine], "ndpi_wall_s": [t.wall for t in theirs],
         "netwatch_peak_mib": [t.peak_kib / 1024 for t in mine],
         "ndpi_peak_mib": [t.peak_kib / 1024 for t in theirs],
@@ -290,7 +297,7 @@ def startup_runs(report: Report, pcap: Path, runs: int, tmp: Path, peer: bool) -
     small = tmp / "startup.pcap"
     first_packets(pcap, small)
     ndpi = ndpi_argv(small, tmp / "ndpi-small.csv") if peer else None
-    mine, theirs, ratios = pair(netwatch_argv(small, tmp / "startup.eve.json"), ndpi,
+    mine, theirs, ratios, _cpu = pair(netwatch_argv(small, tmp / "startup.eve.json"), ndpi,
                                 max(runs, STARTUP_RUNS), user_env())
     report.startup = {"packets": STARTUP_PACKETS, "netwatch_s": [t.wall for t in mine],
                       "netwatch_cpu_s": [t.cpu for t in mine],
@@ -568,12 +575,9 @@ def render(r: Report) -> str:
     if r.ratios:
         lines.append(f"speed ratio netwatch/ndpiReader (packets/s, median of pairs): "
                      f"{r.speed_ratio:.2f}  [pairs min/median/max: {spread(r.ratios)}]")
-        # Both are single-threaded on a file: CPU seconds compare the work done, and stay
-        # meaningful when other jobs share the machine and stretch the wall times.
-        cpu = [t.cpu / m.cpu for m, t in zip(r.netwatch, r.ndpi) if m.cpu > 0]
-        if cpu:
+        if r.cpu_ratios:
             lines.append(f"CPU ratio ndpiReader/netwatch (pairs min/median/max): "
-                         f"{spread(cpu)}")
+                         f"{spread(r.cpu_ratios)}")
     if r.pcapng:
         g = r.pcapng
         lines.append(f"the same mix as pcapng ({g['file']}):")
@@ -585,8 +589,9 @@ def render(r: Report) -> str:
             lines.append(f"  ndpiReader: peak {spread(g['ndpi_peak_mib'], '{:.1f}')} MiB; speed "
                          f"ratio netwatch/ndpiReader {r.pcapng_speed_ratio:.2f}  "
                          f"[pairs min/median/max: {spread(g['ratios'])}]")
-            lines.append(f"  CPU ratio ndpiReader/netwatch (pairs min/median/max): "
-                         f"{spread(g['cpu_ratios'])}")
+            if g["cpu_ratios"]:
+                lines.append(f"  CPU ratio ndpiReader/netwatch (pairs min/median/max): "
+                             f"{spread(g['cpu_ratios'])}")
         if "sessions" in g:
             lines.append(f"  sessions found in the pcapng replay: {g['sessions']['found']}/"
                          f"{g['sessions']['embedded']}")

@@ -1182,7 +1182,7 @@ class Pipeline:
             self.c.flows += 1
             if len(self.live) > self.limits.max_flows:
                 self._evict_idle()
-        f.pkts[0] += 1
+        f.pkts_toserver += 1
         f.last_ts = ts
         return f
 
@@ -1315,7 +1315,7 @@ class Pipeline:
         in a session, 1 with a detection (a scan, given only when a flow ends, is not
         one), 0 none of these."""
         if f.id in self.sessions.by_flow:
-            return 3 if f.bytes[0] + f.bytes[1] >= BUSY_BYTES else 2
+            return 3 if f.bytes_toserver + f.bytes_toclient >= BUSY_BYTES else 2
         return 1 if f.verdict is not None and f.verdict.role != "scan" else 0
 
     def _evict_undecided(self) -> None:
@@ -1342,7 +1342,8 @@ class Pipeline:
         sample = []
         for f in islice(live.values(), EVICT_SAMPLE):
             level = self._protection(f)
-            sample.append((level, f.last_ts if level < 2 else f.bytes[0] + f.bytes[1], f))
+            worth = f.last_ts if level < 2 else f.bytes_toserver + f.bytes_toclient
+            sample.append((level, worth, f))
         if not sample:
             return
         level, worth, victim = min(sample, key=lambda x: (x[0], x[1]))
@@ -1376,7 +1377,7 @@ class Pipeline:
                              f"SYN with no handshake; {answer}")]), f.last_ts)
         fnd = self.findings.get(f.id)
         if fnd is not None:
-            fnd.bytes_toserver, fnd.bytes_toclient = f.bytes[0], f.bytes[1]
+            fnd.bytes_toserver, fnd.bytes_toclient = f.bytes_toserver, f.bytes_toclient
         self.sessions.on_flow_end(f, f.last_ts)
 
     def flow_counters(self, conns: Iterable[Conn], now: float

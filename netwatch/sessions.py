@@ -123,8 +123,8 @@ class Session:
     def flow_bytes(self, f: Flow) -> tuple[int, int]:
         """One flow's bytes, device -> remote first."""
         if ip_text(f.client_ip) == self.device_ip:
-            return f.bytes[0], f.bytes[1]
-        return f.bytes[1], f.bytes[0]
+            return f.bytes_toserver, f.bytes_toclient
+        return f.bytes_toclient, f.bytes_toserver
 
     def counted(self) -> tuple[int, int]:
         """Bytes each way since its flows joined it: what rates are computed from."""
