@@ -106,8 +106,11 @@ def test_the_dashboard_and_rules_use_only_what_a_running_netwatch_exports(
     exported: set[str] = set()
     try:
         deadline = time.monotonic() + RUN_LIMIT_S - 5
-        # Until the demo's alert is in the outbox (the outbox's gauges appear with it).
-        while time.monotonic() < deadline and "netwatch_outbox_messages" not in exported:
+        # Until the demo's alert is pending in the outbox: the outbox's file, and so its
+        # message counts, can appear before the alert is queued; the oldest pending
+        # message's time appears only with the alert (nobody answers the carer's target).
+        while (time.monotonic() < deadline
+               and "netwatch_outbox_oldest_pending_timestamp_seconds" not in exported):
             time.sleep(0.3)
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
