@@ -736,14 +736,17 @@ class Pipeline:
         f.payload_pkts += 1
         # Under 12 bytes (no DNS header) _dns counts as malformed; QR set: an answer.
         if total < 40 or buf[o + 44] & 0x80:
-            payload = buf[o + 42:o + 14 + total]
-            if self.stage_times is None:
-                self._dns(f, d, payload, ts)
-            else:
-                t0 = time.perf_counter()
-                self._dns(f, d, payload, ts)
-                self.stage_times.add("dns", time.perf_counter() - t0)
+            self._dns_timed(f, d, buf[o + 42:o + 14 + total], ts)
         return True
+
+    def _dns_timed(self, f: Flow, d: int, payload: bytes, ts: float) -> None:
+        """``_dns`` for a datagram, timed as the ``dns`` stage when the daemon asks."""
+        if self.stage_times is None:
+            self._dns(f, d, payload, ts)
+        else:
+            t0 = time.perf_counter()
+            self._dns(f, d, payload, ts)
+            self.stage_times.add("dns", time.perf_counter() - t0)
 
     def _count_undecoded(self, code: int) -> None:
         c = self.c
@@ -794,12 +797,8 @@ class Pipeline:
         if f.dns_tools is not None:
             if proto == TCP:
                 self._dns_stream(f, d, seq, payload, ts)
-            elif self.stage_times is None:
-                self._dns(f, d, payload, ts)
             else:
-                t0 = time.perf_counter()
-                self._dns(f, d, payload, ts)
-                self.stage_times.add("dns", time.perf_counter() - t0)
+                self._dns_timed(f, d, payload, ts)
             return
         if not f.inspecting:
             return
