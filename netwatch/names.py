@@ -32,20 +32,25 @@ class DnsError(ValueError):
 
 
 def read_name(msg: bytes, pos: int) -> tuple[str, int]:
-    """Decode a (possibly compressed) name at ``pos``; return it and the position after it."""
-    labels: list[str] = []
+    """Decode a (possibly compressed) name at ``pos``; return it and the position after it.
+    Labels are gathered as bytes and decoded once, lower-cased (ASCII; any other byte
+    reads as U+FFFD)."""
+    labels: list[bytes] = []
     end = -1
     jumps = 0
     total = 0
+    size = len(msg)
     while True:
-        if pos >= len(msg):
+        if pos >= size:
             raise DnsError("name runs past the message")
         ln = msg[pos]
         if ln == 0:
             pos += 1
             break
-        if ln & 0xC0 == 0xC0:
-            if pos + 1 >= len(msg):
+        if ln & 0xC0:
+            if ln & 0xC0 != 0xC0:
+                raise DnsError("unknown label type")
+            if pos + 1 >= size:
                 raise DnsError("cut compression pointer")
             if end < 0:
                 end = pos + 2
@@ -54,17 +59,15 @@ def read_name(msg: bytes, pos: int) -> tuple[str, int]:
                 raise DnsError("compression loop")
             pos = ((ln & 0x3F) << 8) | msg[pos + 1]
             continue
-        if ln & 0xC0:
-            raise DnsError("unknown label type")
-        label = msg[pos + 1:pos + 1 + ln]
-        if len(label) < ln:
+        nxt = pos + 1 + ln
+        if nxt > size:
             raise DnsError("label runs past the message")
         total += ln + 1
         if total > 255:
             raise DnsError("name longer than 255 bytes")
-        labels.append(label.decode("ascii", "replace").lower())
-        pos += 1 + ln
-    return ".".join(labels), (end if end >= 0 else pos)
+        labels.append(msg[pos + 1:nxt])
+        pos = nxt
+    return b".".join(labels).decode("ascii", "replace").lower(), (end if end >= 0 else pos)
 
 
 def parse_response(msg: bytes) -> tuple[str, list[tuple[bytes, int]], list[str]] | None:

@@ -726,7 +726,18 @@ class Pipeline:
             return False
         f = self.udp.get(key)
         if f is None:
-            f, d = self._new_flow(ts, UDP, key[:4], key[4:8], sport, dport, 0, b"")
+            # A new lookup (``_new_flow`` for it, with its rule for who is the server).
+            if sport < SYSTEM_PORTS <= dport:
+                f = Flow(self._next_id, UDP, key[4:8], dport, key[:4], sport, ts,
+                         inspect=False)
+                d = 1
+                self._track(f, self.udp, key)
+            else:
+                f = Flow(self._next_id, UDP, key[:4], sport, key[4:8], dport, ts,
+                         inspect=False)
+                d = 0
+                self._track(f, self.udp, key[4:8] + key[:4] + key[10:12] + key[8:10])
+            f.dns_tools = NO_TOOLS
         else:
             d = 0 if key == f.key else 1
         self.now = ts
@@ -846,23 +857,7 @@ class Pipeline:
         # recogniser runs, and it never joins the pool of flows being inspected.
         f = Flow(self._next_id, proto, cip, cport, srv, sport_, ts,
                  inspect=not (dns and proto == UDP))
-        self._next_id += 1
-        table = self.tables[proto]
-        table[f.key] = f
-        table[f.rkey] = f
-        self.live[f.id] = f
-        c = self.c
-        c.flows += 1
-        if f.inspecting:
-            self.undecided[f.id] = f
-            if len(self.undecided) > self.limits.max_inspecting:
-                self._evict_undecided()
-        if len(self.live) > self.limits.max_flows:
-            self._evict_idle()
-        # Counted once the table is back within its cap: never more than max_flows.
-        live = len(self.live)
-        if live > c.max_concurrent_flows:
-            c.max_concurrent_flows = live
+        self._track(f, self.tables[proto], f.rkey)
         if dns:
             f.dns_tools = NO_TOOLS
             if proto == TCP:
@@ -878,6 +873,26 @@ class Pipeline:
             if m is not None and m.role in DETECTING_ROLES:
                 f.name_rule = m
         return f, (1 if swap else 0)
+
+    def _track(self, f: Flow, table: FlowTable, rkey: bytes) -> None:
+        """A new flow into its table (under both keys) and the live list; the table's
+        bounds kept (the oldest undecided or least protected flows end)."""
+        self._next_id += 1
+        table[f.key] = f
+        table[rkey] = f
+        self.live[f.id] = f
+        c = self.c
+        c.flows += 1
+        if f.inspecting:
+            self.undecided[f.id] = f
+            if len(self.undecided) > self.limits.max_inspecting:
+                self._evict_undecided()
+        if len(self.live) > self.limits.max_flows:
+            self._evict_idle()
+        # Counted once the table is back within its cap: never more than max_flows.
+        live = len(self.live)
+        if live > c.max_concurrent_flows:
+            c.max_concurrent_flows = live
 
     def _inspect(self, f: Flow, ts: float) -> None:
         if not f.opening_read and not self._unwrap(f, ts):
