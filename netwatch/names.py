@@ -70,6 +70,33 @@ def read_name(msg: bytes, pos: int) -> tuple[str, int]:
     return b".".join(labels).decode("ascii", "replace").lower(), (end if end >= 0 else pos)
 
 
+# The question names already read, by their bytes on the wire: a household looks up the
+# same few hundred names again and again. Bounded: emptied when full.
+_QUESTIONS: dict[bytes, str] = {}
+QUESTION_CACHE_SIZE = 4096
+
+
+def question_name(msg: bytes) -> tuple[str, int]:
+    """``read_name`` for the question's name at offset 12, from the names already read when
+    its bytes up to the first zero byte are one of theirs. Such bytes, once read as a
+    whole uncompressed name, can only be that name again (the labels' lengths lead to the
+    same end). A name with a compression pointer or a zero byte inside a label is read,
+    never kept: its length on the wire is not its text's plus two."""
+    end = msg.find(0, 12)
+    if end > 12:
+        wire = msg[12:end + 1]
+        name = _QUESTIONS.get(wire)
+        if name is not None:
+            return name, end + 1
+        name, pos = read_name(msg, 12)
+        if pos == end + 1 and len(name) + 2 == len(wire):
+            if len(_QUESTIONS) >= QUESTION_CACHE_SIZE:
+                _QUESTIONS.clear()
+            _QUESTIONS[wire] = name
+        return name, pos
+    return read_name(msg, 12)
+
+
 def parse_response(msg: bytes) -> tuple[str, list[tuple[bytes, int]], list[str]] | None:
     """(query name, [(address bytes, ttl)], [every name in the answer chain]) for a
     response; None for a query or a message without a question. Raises DnsError when bad."""
@@ -78,7 +105,7 @@ def parse_response(msg: bytes) -> tuple[str, list[tuple[bytes, int]], list[str]]
     _id, flags, qd, an, _ns, _ar = _hdr(msg, 0)
     if not flags & 0x8000 or qd == 0:
         return None
-    qname, pos = read_name(msg, 12)
+    qname, pos = question_name(msg)
     pos += 4
     for _ in range(qd - 1):
         _n, pos = read_name(msg, pos)

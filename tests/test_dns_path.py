@@ -181,3 +181,56 @@ def test_a_lookup_is_one_flow_and_its_answer_names_the_address(tmp_path: Path,
     assert pipe.c.flows == 1 and pipe.c.dns_answers == 1
     assert pipe.names.lookup(ipaddress.ip_address("51.89.1.1").packed, T0 + 1) == \
         "relay-3d2ca395.net.anydesk.com"
+
+
+def response_with(question: bytes, txid: int = 1) -> bytes:
+    """A response whose question is the raw ``question`` name, one A record after it."""
+    rr = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 300, 4) + bytes([192, 0, 2, 1])
+    return (struct.pack("!HHHHHH", txid, 0x8180, 1, 1, 0, 0) + question
+            + struct.pack("!HH", 1, 1) + rr)
+
+
+@pytest.mark.parametrize("question", [
+    qname("www.Example.org"),
+    qname("relay-3d2ca395.net.anydesk.com"),
+    b"\x03a\x00b\x03org\x00",  # a zero byte inside a label
+    b"\x03www\xc0\x00",  # a pointer (to the header): not a name to keep
+    b"\x04caf\xe9\x03org\x00",  # a byte that is not ASCII
+    b"\x00",  # the root
+], ids=["plain", "relay", "zero-in-label", "pointer", "not-ascii", "root"])
+def test_a_question_name_read_again_is_the_name_read_first(question: bytes) -> None:
+    from netwatch.names import DnsError, parse_response, question_name, read_name
+    msg = response_with(question)
+    try:
+        expected: Any = read_name(msg, 12)
+    except DnsError as e:
+        expected = type(e)
+    for _ in range(2):  # the second time from the names already read, when kept
+        try:
+            got: Any = question_name(msg)
+        except DnsError as e:
+            got = type(e)
+        assert got == expected
+    # The same bytes in another message (a pointer would lead elsewhere) are read for it.
+    other = response_with(question, txid=0x0301)
+    try:
+        again: Any = read_name(other, 12)
+    except DnsError as e:
+        again = type(e)
+    try:
+        assert question_name(other) == again
+    except DnsError as e:
+        assert again is type(e)
+    # A message that only starts like a kept name is read for itself.
+    longer = response_with(question[:-1] + b"\x02uk\x00") if question[-1:] == b"\x00" else msg
+    try:
+        want: Any = read_name(longer, 12)
+    except DnsError as e:
+        want = type(e)
+    try:
+        assert question_name(longer) == want
+    except DnsError as e:
+        assert want is type(e)
+    if expected is not DnsError:
+        parsed = parse_response(msg)
+        assert parsed is not None and parsed[0] == expected[0]
