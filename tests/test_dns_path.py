@@ -190,6 +190,15 @@ def response_with(question: bytes, txid: int = 1) -> bytes:
             + struct.pack("!HH", 1, 1) + rr)
 
 
+def read_or_error(read: Any, *args: Any) -> Any:
+    """What ``read(*args)`` gives, or the type of the DnsError it raises."""
+    from netwatch.names import DnsError
+    try:
+        return read(*args)
+    except DnsError as e:
+        return type(e)
+
+
 @pytest.mark.parametrize("question", [
     qname("www.Example.org"),
     qname("relay-3d2ca395.net.anydesk.com"),
@@ -201,36 +210,15 @@ def response_with(question: bytes, txid: int = 1) -> bytes:
 def test_a_question_name_read_again_is_the_name_read_first(question: bytes) -> None:
     from netwatch.names import DnsError, parse_response, question_name, read_name
     msg = response_with(question)
-    try:
-        expected: Any = read_name(msg, 12)
-    except DnsError as e:
-        expected = type(e)
+    expected = read_or_error(read_name, msg, 12)
     for _ in range(2):  # the second time from the names already read, when kept
-        try:
-            got: Any = question_name(msg)
-        except DnsError as e:
-            got = type(e)
-        assert got == expected
+        assert read_or_error(question_name, msg) == expected
     # The same bytes in another message (a pointer would lead elsewhere) are read for it.
     other = response_with(question, txid=0x0301)
-    try:
-        again: Any = read_name(other, 12)
-    except DnsError as e:
-        again = type(e)
-    try:
-        assert question_name(other) == again
-    except DnsError as e:
-        assert again is type(e)
+    assert read_or_error(question_name, other) == read_or_error(read_name, other, 12)
     # A message that only starts like a kept name is read for itself.
-    longer = response_with(question[:-1] + b"\x02uk\x00") if question[-1:] == b"\x00" else msg
-    try:
-        want: Any = read_name(longer, 12)
-    except DnsError as e:
-        want = type(e)
-    try:
-        assert question_name(longer) == want
-    except DnsError as e:
-        assert want is type(e)
+    longer = response_with(question[:-1] + b"\x02uk\x00")
+    assert read_or_error(question_name, longer) == read_or_error(read_name, longer, 12)
     if expected is not DnsError:
         parsed = parse_response(msg)
         assert parsed is not None and parsed[0] == expected[0]
