@@ -66,6 +66,9 @@ MAX_LOSS = 0.001
 BISECT_STEPS = 7
 # A trial's packets: long enough that the socket's buffer cannot hide a backlog.
 TRIAL_PACKETS = 200_000
+# The rate at which both tools' CPU per packet is compared: well under what either keeps
+# up with here, so neither loses packets and the sender is not at its ceiling.
+SAME_RATE = 100_000.0
 # The mix's home network and everything else, mapped into the namespaces' own range, away
 # from the lab's own addresses (10.76.1.0/24, 10.76.2.0/24).
 PNAT = "192.168.0.0/16:10.76.64.0/18,0.0.0.0/0:10.76.128.0/17"
@@ -89,6 +92,11 @@ class Trial:
     sent: int
     seen: int
     drops: int
+    cpu_s: float = 0.0  # the capturing process's CPU time (user + system) while it ran
+
+    @property
+    def cpu_us_per_packet(self) -> float:
+        return self.cpu_s * 1e6 / self.seen if self.seen else 0.0
 
     @property
     def loss(self) -> float:
@@ -104,6 +112,11 @@ class Result:
     ndpi_pps: float = 0.0
     netwatch_trials: list[dict[str, Any]] = field(default_factory=list)
     ndpi_trials: list[dict[str, Any]] = field(default_factory=list)
+    # Both at the same offered rate (--same-rate): CPU per packet read, the capacity
+    # measure that does not depend on how fast this machine can send.
+    same_rate_pps: float = 0.0
+    netwatch_same: dict[str, Any] = field(default_factory=dict)
+    ndpi_same: dict[str, Any] = field(default_factory=dict)
     alert_seconds: list[float] = field(default_factory=list)
     alert_p50: float = 0.0
     alert_p95: float = 0.0
@@ -171,11 +184,27 @@ def netwatch_counts(daemon: NetwatchRun) -> tuple[int, int]:
             int(metric_value(text, "netwatch_kernel_dropped_packets_total")))
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of process ``pid`` (all its threads), from /proc."""
+    if pid is None:
+        return 0.0
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def trial_netwatch(lab: Lab, daemon: NetwatchRun, pcap: Path, pps: float | None) -> Trial:
+    assert daemon.proc is not None
+    pid = daemon.proc.program_pid()
     seen0, drops0 = _settled(lambda: netwatch_counts(daemon))
+    cpu0 = cpu_seconds(pid)
     sent, rate = tcpreplay(lab, pcap, pps)
     seen1, drops1 = _settled(lambda: netwatch_counts(daemon))
-    return Trial(pps or rate, rate, sent, seen1 - seen0, drops1 - drops0)
+    return Trial(pps or rate, rate, sent, seen1 - seen0, drops1 - drops0,
+                 cpu_seconds(pid) - cpu0)
 
 
 def trial_ndpi(lab: Lab, pcap: Path, pps: float | None) -> Trial:
@@ -184,8 +213,11 @@ def trial_ndpi(lab: Lab, pcap: Path, pps: float | None) -> Trial:
                    ["stdbuf", "-oL", "ndpiReader", "-i", LAN_IF, "-s", "3000"], 3600)
     lab.wait_for("ndpiReader capturing", lambda: "Running thread" in nd.output(), 20, nd)
     time.sleep(0.5)
+    pid = nd.program_pid()
+    cpu0 = cpu_seconds(pid)
     sent, rate = tcpreplay(lab, pcap, pps)
     time.sleep(1.0)
+    cpu = cpu_seconds(pid) - cpu0
     nd.signal(signal.SIGINT)
     nd.popen.wait(120)
     out = nd.output()
@@ -194,14 +226,14 @@ def trial_ndpi(lab: Lab, pcap: Path, pps: float | None) -> Trial:
     if not total:
         raise LabError(f"ndpiReader's figures not found:\n{out[-2000:]}")
     return Trial(pps or rate, rate, sent, int(total.group(1)),
-                 int(dropped.group(1)) if dropped else 0)
+                 int(dropped.group(1)) if dropped else 0, cpu)
 
 
 def highest_rate(run_trial: Any, top: float, log: list[dict[str, Any]], name: str) -> float:
     """The highest rate at which ``run_trial(pps)`` loses under MAX_LOSS: full speed first,
-    then a bisection between 0 and ``top`` (tcpreplay's full speed with nobody capturing).
-    The rate is the one tcpreplay achieved, which is below the one asked when the machine
-    is busy."""
+    then a bisection between 0 and ``top`` (tcpreplay's full speed with nobody capturing),
+    or the full speed of that first trial when it was faster. The rate is the one tcpreplay
+    achieved, which is below the one asked when the machine is busy."""
     best = 0.0
 
     def attempt(pps: float | None) -> bool:
@@ -210,7 +242,8 @@ def highest_rate(run_trial: Any, top: float, log: list[dict[str, Any]], name: st
         log.append(asdict(t) | {"loss": t.loss})
         asked = "full speed" if pps is None else f"{pps:,.0f} pps asked"
         print(f"  {name}: {asked}, {t.pps_sent:,.0f} sent, loss {t.loss:.3%} "
-              f"({t.sent:,} sent, {t.seen:,} read, {t.drops:,} kernel drops)", file=sys.stderr)
+              f"({t.sent:,} sent, {t.seen:,} read, {t.drops:,} kernel drops; "
+              f"CPU {t.cpu_us_per_packet:.2f} us/packet)", file=sys.stderr)
         if t.loss < MAX_LOSS:
             best = max(best, t.pps_sent)
             return True
@@ -218,7 +251,7 @@ def highest_rate(run_trial: Any, top: float, log: list[dict[str, Any]], name: st
 
     if attempt(None):
         return best
-    lo, hi = 0.0, top
+    lo, hi = 0.0, max(top, log[-1]["pps_sent"])
     for _ in range(BISECT_STEPS):
         mid = (lo + hi) / 2
         if attempt(mid):
@@ -313,6 +346,8 @@ def main() -> int:
     ap.add_argument("--packets", type=int, default=1_000_000, help="size of the home mix")
     ap.add_argument("--trial-packets", type=int, default=TRIAL_PACKETS)
     ap.add_argument("--sessions", type=int, default=20, help="VNC sessions timed to alert")
+    ap.add_argument("--same-rate", type=float, default=SAME_RATE,
+                    help="pps at which both tools' CPU per packet is compared (0: skip)")
     ap.add_argument("--ring-mib", type=int, default=0,
                     help="netwatch run's ring_mib (default: its own default, 16)")
     ap.add_argument("--long", action="store_true",
@@ -353,10 +388,19 @@ def main() -> int:
             result.netwatch_pps = highest_rate(
                 lambda pps: trial_netwatch(lab, daemon, trial_pcap, pps), top,
                 result.netwatch_trials, "netwatch")
+            if args.same_rate:
+                result.same_rate_pps = args.same_rate
+                t = trial_netwatch(lab, daemon, trial_pcap, args.same_rate)
+                result.netwatch_same = asdict(t) | {"loss": t.loss,
+                                                    "cpu_us_per_packet": t.cpu_us_per_packet}
             daemon.stop()
             result.ndpi_pps = highest_rate(
                 lambda pps: trial_ndpi(lab, trial_pcap, pps), top, result.ndpi_trials,
                 "ndpiReader")
+            if args.same_rate:
+                t = trial_ndpi(lab, trial_pcap, args.same_rate)
+                result.ndpi_same = asdict(t) | {"loss": t.loss,
+                                                "cpu_us_per_packet": t.cpu_us_per_packet}
         if "alert" not in args.skip:
             print("time to alert:", file=sys.stderr)
             daemon = NetwatchRun(lab, household, "af_packet", lifetime=7200,
@@ -394,6 +438,20 @@ def render(r: Result) -> str:
             f"highest rate under {MAX_LOSS:.1%} loss: netwatch run (af_packet, "
             f"{r.ring_mib} MiB ring) {r.netwatch_pps:,.0f} pps, ndpiReader -i (libpcap's "
             f"2 MiB) {r.ndpi_pps:,.0f} pps (ratio {ratio:.2f})"]
+        for name, trials, best in (("netwatch", r.netwatch_trials, r.netwatch_pps),
+                                   ("ndpiReader", r.ndpi_trials, r.ndpi_pps)):
+            if trials and trials[0]["loss"] < MAX_LOSS:  # the first trial: full speed
+                lines.append(f"  {name} lost nothing at tcpreplay's full speed: "
+                             f"{best:,.0f} pps is a lower bound (the sender's ceiling)")
+    if r.netwatch_same and r.ndpi_same:
+        a, b = r.netwatch_same, r.ndpi_same
+        lines.append(
+            f"at {r.same_rate_pps:,.0f} pps offered to both: CPU per packet read, netwatch "
+            f"{a['cpu_us_per_packet']:.2f} us (loss {a['loss']:.3%}), ndpiReader "
+            f"{b['cpu_us_per_packet']:.2f} us (loss {b['loss']:.3%}); ndpiReader/netwatch "
+            f"{b['cpu_us_per_packet'] / a['cpu_us_per_packet']:.2f}; one core would keep "
+            f"up with {1e6 / a['cpu_us_per_packet']:,.0f} and "
+            f"{1e6 / b['cpu_us_per_packet']:,.0f} pps")
     if r.alert_seconds:
         lines.append(f"time to alert over {len(r.alert_seconds)} VNC sessions: "
                      f"p50 {r.alert_p50:.2f} s, p95 {r.alert_p95:.2f} s "

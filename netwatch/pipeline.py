@@ -432,7 +432,8 @@ class Pipeline:
         (frames, wire bytes, captured bytes, frames counted by ``fast``, last frame's time),
         added to the counters as a hot loop's are. Returns the frames walked."""
         packets, nbytes, captured, counted, ts = walk(self._fast, self._full,
-                                                      self._next_sweep)
+                                                      self._next_sweep, self._count4,
+                                                      self._lookup4)
         self._counted(packets, nbytes, captured, counted, ts)
         return packets
 

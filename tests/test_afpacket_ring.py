@@ -81,8 +81,8 @@ def walked(frames: list[RingFrame], tmp: Path) -> tuple[tuple[Any, ...], list[tu
         more = ring.load(pending)
         while ring.ring.ready():
             before = pipe.c.packets
-            pipe.feed_walk(lambda fast, full, until: walks.append(
-                ring.ring.walk(fast, full, until)) or walks[-1])  # type: ignore[func-returns-value]
+            pipe.feed_walk(lambda *how: walks.append(
+                ring.ring.walk(*how)) or walks[-1])  # type: ignore[func-returns-value]
             assert pipe.c.packets == before + walks[-1][0]
     return outcome(pipe, eve), walks
 
@@ -223,9 +223,9 @@ class RingSource:
         self.fake.load(self.pending)
         return self.fake.ring.ready()
 
-    def walk(self, fast: Any, full: Any, until: float) -> tuple[int, int, int, int, float]:
+    def walk(self, *how: Any) -> tuple[int, int, int, int, float]:
         self.walks += 1
-        return self.fake.ring.walk(fast, full, until)
+        return self.fake.ring.walk(*how)
 
     def poll(self, timeout_s: float) -> list[Any]:
         raise AssertionError("a source with a ring is walked, not polled")

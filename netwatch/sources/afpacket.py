@@ -48,11 +48,12 @@ import os
 import select
 import socket
 import struct
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-from ..decode import LINKTYPE_ETHERNET, LINKTYPE_RAW
+from ..decode import LINKTYPE_ETHERNET, LINKTYPE_RAW, PROTO_UDP
 from . import Frame
 
 # What ``walk`` is handed (netwatch.pipeline.Pipeline.feed_walk): the fast path
@@ -61,10 +62,15 @@ from . import Frame
 # fast path may be used (the pipeline's next timed work); and that time now.
 FastCount = Callable[[bytes, int, int, int, float], bool]
 FullPath = Callable[[float, int, bytes, int], float]
+# Optionally the pipeline's shared counting rules and lookup path (pipeline.fast_ipv4,
+# Pipeline._lookup4): with them a plain IPv4 frame's fields are read in the same unpack as
+# its ring header, as the file loops read them with a record's (pipeline.FrameFields).
+Count4 = Callable[[int, bytes, int, int, int, int, float], bool]
+Lookup4 = Callable[[bytes, int, int, int, float, bytes], bool]
 # What ``walk`` returns: frames, their bytes on the wire, the bytes captured, the frames
 # the fast path counted, the last frame's time.
 Walked = tuple[int, int, int, int, float]
-Walk = Callable[[FastCount, FullPath, float], Walked]
+Walk = Callable[[FastCount, FullPath, float, Count4, Lookup4], Walked]
 
 SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
@@ -117,8 +123,16 @@ RECV_BUFFER = 65536 + 256
 
 _BLOCK_HDR = struct.Struct("=IIII")  # block_status, num_pkts, offset_to_first_pkt, blk_len
 _PKT_HDR = struct.Struct("=IIIIIIH")  # tp_next_offset … tp_mac
+def _not_counted(*_args: Any) -> bool:
+    return False
+
+
+# The usual tp_mac of an Ethernet frame (the header and a sockaddr_ll rounded up to 16, less
+# the 14-byte link header; net/packet/af_packet.c): the combined unpack is made for it.
+ETHERNET_MAC_OFFSET = 82
 _VLAN = struct.Struct("=IH")  # tp_vlan_tci, tp_vlan_tpid (at 32)
 _STATUS = struct.Struct("=I")
+_NATIVE = "<" if sys.byteorder == "little" else ">"  # "=" as FrameFields reads it
 _TAG = struct.Struct("!HH")
 _STATS_V3 = struct.Struct("=III")
 _STATS_V1 = struct.Struct("=II")
@@ -184,6 +198,7 @@ class Ring:
         self.linktype = linktype
         self.block = 0  # the next block the kernel hands over
         self.packets = self.bytes = 0
+        self._ff: Any = None  # see _frame_fields
 
     def ready(self) -> bool:
         """Whether the next block has been handed over."""
@@ -202,29 +217,66 @@ class Ring:
         self.block = (self.block + 1) % self.block_nr
         return buf, num, first
 
-    def walk(self, fast: FastCount, full: FullPath, until: float) -> Walked:
+    def _frame_fields(self) -> Any:
+        """The ring header, then (at the usual tp_mac) the fields of the frame that
+        ``pipeline.FrameFields`` reads: one unpack (made once)."""
+        if self._ff is None:
+            from ..pipeline import FrameFields  # the pipeline imports this module's types
+            self._ff = FrameFields(_NATIVE + f"IIIIIIH{ETHERNET_MAC_OFFSET - _PKT_HDR.size}x")
+        return self._ff
+
+    def walk(self, fast: FastCount, full: FullPath, until: float,
+             count4: Count4 | None = None, lookup4: Lookup4 | None = None) -> Walked:
         """The ready blocks (up to about MAX_BATCH frames), each frame to ``fast`` in place
         while its time is before ``until``, to ``full`` otherwise or when ``fast`` does not
         count it (see FastCount above). Each block is copied out whole and given back before
         its frames are read, so the kernel can refill it while the pipeline works. A frame
         whose VLAN tag the kernel took out gets it back (a copy, on the full path: the fast
-        path reads untagged Ethernet only)."""
+        path reads untagged Ethernet only).
+
+        Given ``count4`` and ``lookup4``, a frame at the usual offset has its ring header
+        and the fields of a plain IPv4 frame read in one unpack, and goes to them directly,
+        as a file record does in ``Pipeline.feed_pcap``; ``fast`` takes the others."""
         unpack_pkt = _PKT_HDR.unpack_from
         linktype = self.linktype
         ethernet = linktype == LINKTYPE_ETHERNET
         vlan_valid = TP_STATUS_VLAN_VALID
         packets = nbytes = captured = counted = 0
         ts = 0.0
+        ff = self._frame_fields()
+        wide, wide_size = ff.struct.unpack_from, ff.struct.size
+        ipv4, frag_mask = ff.ipv4, ff.frag
+        mac_usual = ETHERNET_MAC_OFFSET
+        if count4 is None or lookup4 is None or not ethernet:
+            mac_usual, count4, lookup4 = -1, _not_counted, _not_counted  # ``fast`` alone
+        udp = PROTO_UDP
         while packets < MAX_BATCH:
             block = self._take()
             if block is None:
                 break
             buf, num, p = block
             packets += num
+            last = len(buf) - wide_size  # a frame header from here on: the short unpack
             for _ in range(num):
-                nxt, sec, nsec, snap, wire, status, mac = unpack_pkt(buf, p)
+                if p <= last:
+                    nxt, sec, nsec, snap, wire, status, mac, eth, vihl, frag, pr, key, b44, \
+                        flags = wide(buf, p)
+                else:
+                    nxt, sec, nsec, snap, wire, status, mac = unpack_pkt(buf, p)
+                    eth = 0
                 ts = sec + nsec * 1e-9
                 o = p + mac
+                if (mac == mac_usual and eth == ipv4 and vihl == 0x45 and not frag & frag_mask
+                        and snap >= 42 and not status & vlan_valid):
+                    nbytes += wire
+                    captured += snap
+                    if ts < until and (count4(pr, key, flags, b44, snap, wire, ts)
+                                       or pr == udp and lookup4(buf, o, snap, wire, ts, key)):
+                        counted += 1
+                    else:
+                        until = full(ts, linktype, buf[o:o + snap], wire)
+                    p += nxt
+                    continue
                 if status & vlan_valid:
                     # The tag's 4 bytes were on the wire, and are in the frame again.
                     wire += 4
@@ -374,10 +426,11 @@ class AfPacketSource:
             self._poller.poll(max(0, int(timeout_s * 1000)))
         return ring.ready()
 
-    def walk(self, fast: FastCount, full: FullPath, until: float) -> Walked:
+    def walk(self, fast: FastCount, full: FullPath, until: float,
+             count4: Count4 | None = None, lookup4: Lookup4 | None = None) -> Walked:
         """The ring's ready frames in place (``Ring.walk``; the daemon's hot loop)."""
         assert self._ring is not None
-        return self._ring.walk(fast, full, until)
+        return self._ring.walk(fast, full, until, count4, lookup4)
 
     def poll(self, timeout_s: float) -> list[Frame]:
         """The frames that arrived, waiting up to ``timeout_s`` when there are none."""
