@@ -77,6 +77,7 @@ LOOKUP_ROLES = ("download", "rendezvous")
 CONNECT_NAME_ROLES = ("relay", "session")
 _PORTS = struct.Struct("!HH").pack
 _UNPORTS = struct.Struct("!HH").unpack_from
+_SEQ = struct.Struct("!I").unpack_from
 MIN_TIMEOUT = min(TIMEOUT_TCP_NEW, TIMEOUT_TCP_ESTABLISHED, TIMEOUT_TCP_CLOSED, TIMEOUT_UDP,
                   TIMEOUT_DNS)
 
@@ -500,6 +501,7 @@ class Pipeline:
         frame_ = self._frame
         count4 = self._count4
         lookup4 = self._lookup4
+        full4 = self._full4
         buf, pos, n = b"", 0, 0
         packets = nbytes = captured = counted = 0
         max_record = MAX_RECORD
@@ -541,18 +543,18 @@ class Pipeline:
                 nbytes += wire
                 captured += incl
                 ts = sec + frac * scale
-                if ts < next_sweep:
-                    if eth == ipv4 and vihl == 0x45 and not frag & frag_mask and incl >= 42:
-                        if count4(p, key, flags, b44, incl, wire, ts):
-                            counted += 1
-                            continue
-                        if p == UDP and lookup4(buf, o, incl, wire, ts, key):
-                            counted += 1
-                            continue
-                    elif ethernet and fast(buf, o, incl, wire, ts):
+                if eth == ipv4 and vihl == 0x45 and not frag & frag_mask and incl >= 42:
+                    if ts < next_sweep and (count4(p, key, flags, b44, incl, wire, ts)
+                                            or p == UDP
+                                            and lookup4(buf, o, incl, wire, ts, key)):
                         counted += 1
                         continue
-                frame_(ts, linktype, buf[o:end], wire)
+                    full4(buf, o, incl, wire, ts, p, key, flags)
+                elif ts < next_sweep and ethernet and fast(buf, o, incl, wire, ts):
+                    counted += 1
+                    continue
+                else:
+                    frame_(ts, linktype, buf[o:end], wire)
                 next_sweep = self._next_sweep
         finally:
             src.close()
@@ -592,6 +594,7 @@ class Pipeline:
         wide, wide_size, ipv4, frag_mask = ff.struct.unpack_from, ff.struct.size, ff.ipv4, ff.frag
         count4 = self._count4
         lookup4 = self._lookup4
+        full4 = self._full4
         ifaces = src.ifaces
         nif = len(ifaces)
         fields, overhead = EPB_FIELDS, EPB_OVERHEAD
@@ -669,18 +672,20 @@ class Pipeline:
                     wire = incl
                 nbytes += wire
                 captured += incl
-                if lt == ethernet and ts < next_sweep:
-                    if eth == ipv4 and vihl == 0x45 and not frag & frag_mask and incl >= 42:
-                        if count4(p, key, flags, b44, incl, wire, ts):
-                            counted += 1
-                            continue
-                        if p == UDP and lookup4(buf, o, incl, wire, ts, key):
-                            counted += 1
-                            continue
-                    elif fast(buf, o, incl, wire, ts):
+                if lt != ethernet:
+                    frame_(ts, lt, buf[o:o + incl], wire)
+                elif eth == ipv4 and vihl == 0x45 and not frag & frag_mask and incl >= 42:
+                    if ts < next_sweep and (count4(p, key, flags, b44, incl, wire, ts)
+                                            or p == UDP
+                                            and lookup4(buf, o, incl, wire, ts, key)):
                         counted += 1
                         continue
-                frame_(ts, lt, buf[o:o + incl], wire)
+                    full4(buf, o, incl, wire, ts, p, key, flags)
+                elif ts < next_sweep and fast(buf, o, incl, wire, ts):
+                    counted += 1
+                    continue
+                else:
+                    frame_(ts, lt, buf[o:o + incl], wire)
                 next_sweep = self._next_sweep
         finally:
             src.close()
@@ -694,9 +699,44 @@ class Pipeline:
         if type(p) is int:
             self._count_undecoded(p)
             return
-        self.c.ip_packets += 1
         proto, sip, dip, sport, dport, flags, seq, payload = p  # type: ignore[misc]
-        key = sip + dip + _PORTS(sport, dport)
+        self._decoded(ts, proto, sip, dip, sport, dport, flags, seq, payload, wire,
+                      sip + dip + _PORTS(sport, dport))
+
+    def _full4(self, buf: bytes, o: int, n: int, size: int, ts: float, proto: int,
+               key: bytes, flags: int) -> None:
+        """The full path for an Ethernet frame ``buf[o:o + n]`` with a plain IPv4 header
+        (20 bytes, not a later fragment) whose fields a hot loop read (``FrameFields``):
+        the transport header read from them, not decoded again (``decode_frame``'s rules:
+        the IP length ends the payload, a snap length cut it short). Any other frame, or
+        one ``decode_frame`` would count as malformed, goes to ``_frame``."""
+        total = buf[o + 16] << 8 | buf[o + 17]
+        end = o + 14 + total
+        if total < 20:
+            end = o  # malformed: _frame counts it
+        elif end > o + n:
+            end = o + n
+        if proto == TCP:
+            doff = (buf[o + 46] >> 4) * 4 if end - o >= 54 else 0
+            if doff >= 20 and o + 34 + doff <= end:
+                sport, dport = _UNPORTS(key, 8)
+                self._decoded(ts, TCP, key[:4], key[4:8], sport, dport, flags,
+                              _SEQ(buf, o + 38)[0], buf[o + 34 + doff:end], size, key)
+                return
+        elif proto == UDP and end - o >= 42:
+            ulen = buf[o + 38] << 8 | buf[o + 39]
+            uend = o + 34 + ulen if 8 <= ulen and o + 34 + ulen <= end else end
+            sport, dport = _UNPORTS(key, 8)
+            self._decoded(ts, UDP, key[:4], key[4:8], sport, dport, 0, 0, buf[o + 42:uend],
+                          size, key)
+            return
+        self._frame(ts, dec.LINKTYPE_ETHERNET, buf[o:o + n], size)
+
+    def _decoded(self, ts: float, proto: int, sip: bytes, dip: bytes, sport: int, dport: int,
+                 flags: int, seq: int, payload: bytes, wire: int, key: bytes) -> None:
+        """A decoded packet (``key``: addresses and ports as in the packet): find the flow,
+        count (``wire`` bytes) or inspect."""
+        self.c.ip_packets += 1
         f = self.tables[proto].get(key)
         d = 0
         if f is not None:
