@@ -8,18 +8,14 @@ too short for a DNS header, a lookup of a tool's relay, a bank's name, port 53 b
 from __future__ import annotations
 
 import ipaddress
-import json
 import struct
 from pathlib import Path
 from typing import Any
 
 import pytest
 from test_afpacket_ring import replayed, ring_frames, walked
+from test_hot_loops import outcome, pipeline
 
-from conftest import household_yaml, signatures
-from netwatch.eventlog import EventLog
-from netwatch.household import load_household
-from netwatch.pipeline import Pipeline
 from netwatch.sources.capture import ReadStats, open_capture
 
 DEVICE, RESOLVER = "192.168.1.23", "192.168.1.1"
@@ -103,21 +99,6 @@ def write(path: Path) -> Path:
             usec = round((ts - sec) * 1e6)
             fh.write(struct.pack("<IIII", sec, usec, len(fr), wire or len(fr)) + fr)
     return path
-
-
-def pipeline(eve: Path, tmp: Path) -> Pipeline:
-    house = tmp / "household.yaml"
-    house.write_text(household_yaml("laptop", DEVICE, country="be"), encoding="utf-8")
-    return Pipeline(signatures(), EventLog(str(eve)), household=load_household(str(house)))
-
-
-def outcome(pipe: Pipeline, eve: Path) -> tuple[Any, list[Any], list[Any]]:
-    result = pipe.finish()
-    pipe.log.write(pipe.stats_event())
-    pipe.log.close()
-    found = [(f.flow_id, f.client, f.client_port, f.server, f.server_port, f.bytes_toserver,
-              f.bytes_toclient, f.detection.tool, f.detection.role) for f in result.findings]
-    return result.counters, found, [json.loads(x) for x in eve.read_text().splitlines()]
 
 
 def test_a_lookup_in_the_hot_loop_gives_what_the_full_path_gives(tmp_path: Path) -> None:
