@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .eventlog import EventLog
-from .pipeline import Pipeline
+from .pipeline import Pipeline, fast_path
 from .recognisers import load_all
 from .signatures import SignatureSet, load_dir
 from .sources.capture import (
@@ -330,20 +330,31 @@ def _walk_records(pcap: Path) -> int:
 
 
 class _Timed:
-    """Wraps one pipeline method to add up the time spent inside it."""
+    """Wraps one pipeline method to add up the time spent inside it. Methods that share a
+    ``group`` (a one-item list: the depth of calls) count only their outermost call: the
+    full path's entries call each other (``_full4`` falls back to ``_frame``). ``calls``
+    counts the outermost calls that did something (a lookup path that declined did not)."""
 
-    def __init__(self, fn: Any):
+    def __init__(self, fn: Any, group: list[int] | None = None):
         self.fn = fn
         self.seconds = 0.0
         self.calls = 0
+        self.group = group if group is not None else [0]
 
     def __call__(self, *args: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
+        group = self.group
+        if group[0]:
             return self.fn(*args)
+        group[0] += 1
+        t0 = time.perf_counter()
+        done: Any = None
+        try:
+            done = self.fn(*args)
+            return done
         finally:
+            group[0] -= 1
             self.seconds += time.perf_counter() - t0
-            self.calls += 1
+            self.calls += done is not False
 
 
 def stage_times(report: Report, pcap: Path, sigs: SignatureSet) -> None:
@@ -355,7 +366,15 @@ def stage_times(report: Report, pcap: Path, sigs: SignatureSet) -> None:
         log = EventLog(os.path.join(d, "stages.eve.json"))
         pipe = Pipeline(sigs, log)
         timers = {}
-        for name in ("_frame", "_inspect", "_dns", "_new_flow", "_sweep"):
+        # The full path's entries: a frame decoded, a plain IPv4 frame from the fields the
+        # hot loop read, a lookup over UDP.
+        entries = ("_frame", "_full4", "_lookup4")
+        group = [0]
+        for name in entries:
+            timers[name] = _Timed(getattr(pipe, name), group)
+            setattr(pipe, name, timers[name])
+        pipe._fast = fast_path(pipe.tcp, pipe.udp, pipe._lookup4)  # with the timed lookups
+        for name in ("_inspect", "_dns", "_new_flow", "_sweep"):
             timers[name] = _Timed(getattr(pipe, name))
             setattr(pipe, name, timers[name])
         t0 = time.perf_counter()
@@ -364,15 +383,15 @@ def stage_times(report: Report, pcap: Path, sigs: SignatureSet) -> None:
         total = time.perf_counter() - t0
         log.close()
     c = result.counters
-    report.fast_path_packets = c.packets - timers["_frame"].calls
-    full = timers["_frame"].seconds
-    # _inspect, _dns and _new_flow run inside _frame; _sweep may run inside it too.
+    report.fast_path_packets = c.packets - sum(timers[n].calls for n in entries)
+    full = sum(timers[n].seconds for n in entries)
+    # _inspect, _dns and _new_flow run inside the full path; _sweep may run inside it too.
     inner = sum(timers[n].seconds for n in ("_inspect", "_dns", "_new_flow", "_sweep"))
     report.stages = {
         "total (in process, with timers)": total,
         "reading the file": read,
         "fast path (decided flows: slice, look up, count)": max(0.0, total - full - read),
-        "full path (decode, flow state, reassembly)": max(0.0, full - inner),
+        "full path (decode, flow state, reassembly, lookups)": max(0.0, full - inner),
         "new flows": timers["_new_flow"].seconds,
         "recognisers": timers["_inspect"].seconds,
         "DNS answers": timers["_dns"].seconds,
