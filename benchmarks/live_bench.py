@@ -93,6 +93,7 @@ class Trial:
     seen: int
     drops: int
     cpu_s: float = 0.0  # the capturing process's CPU time (user + system) while it ran
+    sys_s: float = 0.0  # of which system (the kernel, on its behalf)
 
     @property
     def cpu_us_per_packet(self) -> float:
@@ -184,27 +185,30 @@ def netwatch_counts(daemon: NetwatchRun) -> tuple[int, int]:
             int(metric_value(text, "netwatch_kernel_dropped_packets_total")))
 
 
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU time of process ``pid`` (all its threads), from /proc."""
+def cpu_seconds(pid: int | None) -> tuple[float, float]:
+    """User + system CPU time of process ``pid`` (all its threads), and system time alone,
+    from /proc."""
     if pid is None:
-        return 0.0
+        return 0.0, 0.0
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return 0.0
+        return 0.0, 0.0
     fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick, int(fields[12]) / tick
 
 
 def trial_netwatch(lab: Lab, daemon: NetwatchRun, pcap: Path, pps: float | None) -> Trial:
     assert daemon.proc is not None
     pid = daemon.proc.program_pid()
     seen0, drops0 = _settled(lambda: netwatch_counts(daemon))
-    cpu0 = cpu_seconds(pid)
+    cpu0, sys0 = cpu_seconds(pid)
     sent, rate = tcpreplay(lab, pcap, pps)
     seen1, drops1 = _settled(lambda: netwatch_counts(daemon))
-    return Trial(pps or rate, rate, sent, seen1 - seen0, drops1 - drops0,
-                 cpu_seconds(pid) - cpu0)
+    cpu1, sys1 = cpu_seconds(pid)
+    return Trial(pps or rate, rate, sent, seen1 - seen0, drops1 - drops0, cpu1 - cpu0,
+                 sys1 - sys0)
 
 
 def trial_ndpi(lab: Lab, pcap: Path, pps: float | None) -> Trial:
@@ -214,10 +218,10 @@ def trial_ndpi(lab: Lab, pcap: Path, pps: float | None) -> Trial:
     lab.wait_for("ndpiReader capturing", lambda: "Running thread" in nd.output(), 20, nd)
     time.sleep(0.5)
     pid = nd.program_pid()
-    cpu0 = cpu_seconds(pid)
+    cpu0, sys0 = cpu_seconds(pid)
     sent, rate = tcpreplay(lab, pcap, pps)
     time.sleep(1.0)
-    cpu = cpu_seconds(pid) - cpu0
+    cpu1, sys1 = cpu_seconds(pid)
     nd.signal(signal.SIGINT)
     nd.popen.wait(120)
     out = nd.output()
@@ -226,7 +230,7 @@ def trial_ndpi(lab: Lab, pcap: Path, pps: float | None) -> Trial:
     if not total:
         raise LabError(f"ndpiReader's figures not found:\n{out[-2000:]}")
     return Trial(pps or rate, rate, sent, int(total.group(1)),
-                 int(dropped.group(1)) if dropped else 0, cpu)
+                 int(dropped.group(1)) if dropped else 0, cpu1 - cpu0, sys1 - sys0)
 
 
 def highest_rate(run_trial: Any, top: float, log: list[dict[str, Any]], name: str) -> float:
@@ -243,7 +247,8 @@ def highest_rate(run_trial: Any, top: float, log: list[dict[str, Any]], name: st
         asked = "full speed" if pps is None else f"{pps:,.0f} pps asked"
         print(f"  {name}: {asked}, {t.pps_sent:,.0f} sent, loss {t.loss:.3%} "
               f"({t.sent:,} sent, {t.seen:,} read, {t.drops:,} kernel drops; "
-              f"CPU {t.cpu_us_per_packet:.2f} us/packet)", file=sys.stderr)
+              f"CPU {t.cpu_us_per_packet:.2f} us/packet, {t.sys_s / t.cpu_s if t.cpu_s else 0:.0%}"
+              " of it system)", file=sys.stderr)
         if t.loss < MAX_LOSS:
             best = max(best, t.pps_sent)
             return True
@@ -429,6 +434,10 @@ def main() -> int:
     return 0
 
 
+def _sys_share(trial: dict[str, Any]) -> str:
+    return f"{trial['sys_s'] / trial['cpu_s']:.0%}" if trial["cpu_s"] else "-"
+
+
 def render(r: Result) -> str:
     lines = [f"home mix: {r.packets_in_mix:,} IPv4 packets, addresses in 10.76.0.0/16"]
     if r.top_pps:
@@ -447,8 +456,9 @@ def render(r: Result) -> str:
         a, b = r.netwatch_same, r.ndpi_same
         lines.append(
             f"at {r.same_rate_pps:,.0f} pps offered to both: CPU per packet read, netwatch "
-            f"{a['cpu_us_per_packet']:.2f} us (loss {a['loss']:.3%}), ndpiReader "
-            f"{b['cpu_us_per_packet']:.2f} us (loss {b['loss']:.3%}); ndpiReader/netwatch "
+            f"{a['cpu_us_per_packet']:.2f} us ({_sys_share(a)} system; loss {a['loss']:.3%}), "
+            f"ndpiReader {b['cpu_us_per_packet']:.2f} us ({_sys_share(b)} system; loss "
+            f"{b['loss']:.3%}); ndpiReader/netwatch "
             f"{b['cpu_us_per_packet'] / a['cpu_us_per_packet']:.2f}; one core would keep "
             f"up with {1e6 / a['cpu_us_per_packet']:,.0f} and "
             f"{1e6 / b['cpu_us_per_packet']:,.0f} pps")
