@@ -434,9 +434,15 @@ class Pipeline:
         added to the counters as a hot loop's are. Returns the frames walked."""
         packets, nbytes, captured, counted, ts = walk(self._fast, self._full,
                                                       self._next_sweep, self._count4,
-                                                      self._lookup4)
+                                                      self._lookup4, self._full4_walk)
         self._counted(packets, nbytes, captured, counted, ts)
         return packets
+
+    def _full4_walk(self, buf: bytes, o: int, n: int, size: int, ts: float, proto: int,
+                    key: bytes, flags: int) -> float:
+        """``_full4``, then the time until which the fast path may be used (``feed_walk``)."""
+        self._full4(buf, o, n, size, ts, proto, key, flags)
+        return self._next_sweep
 
     def _full(self, ts: float, linktype: int, frame: bytes, wire: int) -> float:
         """``_frame``, then the time until which the fast path may be used (``feed_walk``)."""

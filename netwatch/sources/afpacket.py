@@ -67,10 +67,13 @@ FullPath = Callable[[float, int, bytes, int], float]
 # its ring header, as the file loops read them with a record's (pipeline.FrameFields).
 Count4 = Callable[[int, bytes, int, int, int, int, float], bool]
 Lookup4 = Callable[[bytes, int, int, int, float, bytes], bool]
+# ... and the full path for such a frame from those fields (Pipeline._full4), returning the
+# new ``until`` as ``full`` does.
+Full4 = Callable[[bytes, int, int, int, float, int, bytes, int], float]
 # What ``walk`` returns: frames, their bytes on the wire, the bytes captured, the frames
 # the fast path counted, the last frame's time.
 Walked = tuple[int, int, int, int, float]
-Walk = Callable[[FastCount, FullPath, float, Count4, Lookup4], Walked]
+Walk = Callable[[FastCount, FullPath, float, Count4, Lookup4, Full4], Walked]
 
 SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
@@ -125,6 +128,10 @@ _BLOCK_HDR = struct.Struct("=IIII")  # block_status, num_pkts, offset_to_first_p
 _PKT_HDR = struct.Struct("=IIIIIIH")  # tp_next_offset … tp_mac
 def _not_counted(*_args: Any) -> bool:
     return False
+
+
+def _no_full4(*_args: Any) -> float:
+    raise AssertionError("not called: no frame takes the combined path without full4")
 
 
 # The usual tp_mac of an Ethernet frame (the header and a sockaddr_ll rounded up to 16, less
@@ -226,7 +233,8 @@ class Ring:
         return self._ff
 
     def walk(self, fast: FastCount, full: FullPath, until: float,
-             count4: Count4 | None = None, lookup4: Lookup4 | None = None) -> Walked:
+             count4: Count4 | None = None, lookup4: Lookup4 | None = None,
+             full4: Full4 | None = None) -> Walked:
         """The ready blocks (up to about MAX_BATCH frames), each frame to ``fast`` in place
         while its time is before ``until``, to ``full`` otherwise or when ``fast`` does not
         count it (see FastCount above). Each block is copied out whole and given back before
@@ -234,9 +242,10 @@ class Ring:
         whose VLAN tag the kernel took out gets it back (a copy, on the full path: the fast
         path reads untagged Ethernet only).
 
-        Given ``count4`` and ``lookup4``, a frame at the usual offset has its ring header
-        and the fields of a plain IPv4 frame read in one unpack, and goes to them directly,
-        as a file record does in ``Pipeline.feed_pcap``; ``fast`` takes the others."""
+        Given ``count4``, ``lookup4`` and ``full4``, a frame at the usual offset has its
+        ring header and the fields of a plain IPv4 frame read in one unpack, and goes to
+        them directly, as a file record does in ``Pipeline.feed_pcap``; ``fast`` and
+        ``full`` take the others."""
         unpack_pkt = _PKT_HDR.unpack_from
         linktype = self.linktype
         ethernet = linktype == LINKTYPE_ETHERNET
@@ -247,8 +256,10 @@ class Ring:
         wide, wide_size = ff.struct.unpack_from, ff.struct.size
         ipv4, frag_mask = ff.ipv4, ff.frag
         mac_usual = ETHERNET_MAC_OFFSET
-        if count4 is None or lookup4 is None or not ethernet:
-            mac_usual, count4, lookup4 = -1, _not_counted, _not_counted  # ``fast`` alone
+        if count4 is None or lookup4 is None or full4 is None or not ethernet:
+            mac_usual = -1  # ``fast`` and ``full`` alone
+            count4 = lookup4 = _not_counted
+            full4 = _no_full4
         udp = PROTO_UDP
         while packets < MAX_BATCH:
             block = self._take()
@@ -274,7 +285,7 @@ class Ring:
                                        or pr == udp and lookup4(buf, o, snap, wire, ts, key)):
                         counted += 1
                     else:
-                        until = full(ts, linktype, buf[o:o + snap], wire)
+                        until = full4(buf, o, snap, wire, ts, pr, key, flags)
                     p += nxt
                     continue
                 if status & vlan_valid:
@@ -427,10 +438,11 @@ class AfPacketSource:
         return ring.ready()
 
     def walk(self, fast: FastCount, full: FullPath, until: float,
-             count4: Count4 | None = None, lookup4: Lookup4 | None = None) -> Walked:
+             count4: Count4 | None = None, lookup4: Lookup4 | None = None,
+             full4: Full4 | None = None) -> Walked:
         """The ring's ready frames in place (``Ring.walk``; the daemon's hot loop)."""
         assert self._ring is not None
-        return self._ring.walk(fast, full, until, count4, lookup4)
+        return self._ring.walk(fast, full, until, count4, lookup4, full4)
 
     def poll(self, timeout_s: float) -> list[Frame]:
         """The frames that arrived, waiting up to ``timeout_s`` when there are none."""
