@@ -204,6 +204,35 @@ def test_each_block_goes_back_to_the_kernel_and_a_walk_stops_near_max_batch() ->
     assert ring.ring.packets == len(frames)
 
 
+def test_frames_are_read_in_place_while_their_block_is_netwatchs() -> None:
+    """The walk reads the ring itself: the kernel writes a block only once it is given
+    back, so a block is given back only after its last frame, and even when the pipeline
+    fails on one of its frames."""
+    frame = ETH + bytes.fromhex("0800") + bytes(46)
+    size, nr = 1 << 16, 4
+    per_block = (size - 48) // 144
+    ring = FakeRing(size, nr)
+    ring.load(blocks([RingFrame(1.0, frame, 60)] * (per_block * nr), size))
+
+    def status(b: int) -> int:
+        return int(struct.unpack_from("=I", ring.mm, b * size + 8)[0])
+
+    seen: list[tuple[int, int]] = []
+
+    def fast(*_a: Any) -> bool:
+        seen.append((ring.ring.block, status(ring.ring.block)))
+        if len(seen) == per_block + 3:  # the second block's third frame
+            raise RuntimeError("a fault in the pipeline")
+        return True
+
+    with pytest.raises(RuntimeError):
+        ring.ring.walk(fast, lambda *a: 9.0, 9.0)
+    assert all(st != TP_STATUS_KERNEL for _b, st in seen)  # every frame read while held
+    assert [b for b, _st in seen[:per_block]] == [0] * per_block
+    assert status(0) == TP_STATUS_KERNEL and status(1) == TP_STATUS_KERNEL  # both given back
+    assert status(2) != TP_STATUS_KERNEL and ring.ring.block == 2  # the next walk's
+
+
 # ------------------------------------------------------------------ the daemon's loop
 
 

@@ -212,17 +212,31 @@ class Ring:
         return bool(_STATUS.unpack_from(self.mm, self.block * self.block_size + 8)[0]
                     & TP_STATUS_USER)
 
+    def _hold(self) -> tuple[int, int, int, int] | None:
+        """The next block if it is ready, left in the ring: where it starts, its frame
+        count, where its first frame starts and where its bytes in use end (offsets in the
+        ring). The kernel leaves it alone until ``_release``."""
+        base = self.block * self.block_size
+        status, num, first, length = _BLOCK_HDR.unpack_from(self.mm, base + 8)
+        if not status & TP_STATUS_USER:
+            return None
+        return base, num, base + first, base + min(length, self.block_size)
+
+    def _release(self, base: int) -> None:
+        """The block at ``base`` back to the kernel, and the next one's turn."""
+        _STATUS.pack_into(self.mm, base + 8, TP_STATUS_KERNEL)
+        self.block = (self.block + 1) % self.block_nr
+
     def _take(self) -> tuple[bytes, int, int] | None:
         """The next block if it is ready: a copy of its bytes in use, its frame count and
         the offset of its first frame; the block itself goes back to the kernel."""
-        mm, base = self.mm, self.block * self.block_size
-        status, num, first, length = _BLOCK_HDR.unpack_from(mm, base + 8)
-        if not status & TP_STATUS_USER:
+        held = self._hold()
+        if held is None:
             return None
-        buf = mm[base:base + min(length, self.block_size)]
-        _STATUS.pack_into(mm, base + 8, TP_STATUS_KERNEL)
-        self.block = (self.block + 1) % self.block_nr
-        return buf, num, first
+        base, num, first, end = held
+        buf = self.mm[base:end]
+        self._release(base)
+        return buf, num, first - base
 
     def _frame_fields(self) -> Any:
         """The ring header, then (at the usual tp_mac) the fields of the frame that
@@ -237,10 +251,14 @@ class Ring:
              full4: Full4 | None = None) -> Walked:
         """The ready blocks (up to about MAX_BATCH frames), each frame to ``fast`` in place
         while its time is before ``until``, to ``full`` otherwise or when ``fast`` does not
-        count it (see FastCount above). Each block is copied out whole and given back before
-        its frames are read, so the kernel can refill it while the pipeline works. A frame
-        whose VLAN tag the kernel took out gets it back (a copy, on the full path: the fast
-        path reads untagged Ethernet only).
+        count it (see FastCount above). A frame whose VLAN tag the kernel took out gets it
+        back (a copy, on the full path: the fast path reads untagged Ethernet only).
+
+        The frames are read where the kernel wrote them, and each block goes back to the
+        kernel once its frames are done (64 blocks by default: one held for the moment of
+        its walk leaves the kernel the others). Copying each block out first cost about 7 %
+        of the running daemon's samples at 100,000 pps: a copy reads every byte of every
+        frame, the walk only the headers and the frames the full path slices out.
 
         Given ``count4``, ``lookup4`` and ``full4``, a frame at the usual offset has its
         ring header and the fields of a plain IPv4 frame read in one unpack, and goes to
@@ -261,48 +279,52 @@ class Ring:
             count4 = lookup4 = _not_counted
             full4 = _no_full4
         udp = PROTO_UDP
+        buf: Any = self.mm  # read as bytes are: indexed, sliced (a copy), unpacked
         while packets < MAX_BATCH:
-            block = self._take()
-            if block is None:
+            held = self._hold()
+            if held is None:
                 break
-            buf, num, p = block
+            base, num, p, end = held
             packets += num
-            last = len(buf) - wide_size  # a frame header from here on: the short unpack
-            for _ in range(num):
-                if p <= last:
-                    nxt, sec, nsec, snap, wire, status, mac, eth, vihl, frag, pr, key, b44, \
-                        flags = wide(buf, p)
-                else:
-                    nxt, sec, nsec, snap, wire, status, mac = unpack_pkt(buf, p)
-                    eth = 0
-                ts = sec + nsec * 1e-9
-                o = p + mac
-                if (mac == mac_usual and eth == ipv4 and vihl == 0x45 and not frag & frag_mask
-                        and snap >= 42 and not status & vlan_valid):
+            last = end - wide_size  # a frame header from here on: the short unpack
+            try:
+                for _ in range(num):
+                    if p <= last:
+                        (nxt, sec, nsec, snap, wire, status, mac, eth, vihl, frag, pr, key,
+                         b44, flags) = wide(buf, p)
+                    else:
+                        nxt, sec, nsec, snap, wire, status, mac = unpack_pkt(buf, p)
+                        eth = 0
+                    ts = sec + nsec * 1e-9
+                    o = p + mac
+                    if (mac == mac_usual and eth == ipv4 and vihl == 0x45
+                            and not frag & frag_mask and snap >= 42 and not status & vlan_valid):
+                        nbytes += wire
+                        captured += snap
+                        if ts < until and (count4(pr, key, flags, b44, snap, wire, ts) or pr == udp
+                                           and lookup4(buf, o, snap, wire, ts, key)):
+                            counted += 1
+                        else:
+                            until = full4(buf, o, snap, wire, ts, pr, key, flags)
+                        p += nxt
+                        continue
+                    if status & vlan_valid:
+                        # The tag's 4 bytes were on the wire, and are in the frame again.
+                        wire += 4
+                        nbytes += wire
+                        captured += snap + 4
+                        until = full(ts, linktype, _tagged(buf, p, o, snap, status), wire)
+                        p += nxt
+                        continue
                     nbytes += wire
                     captured += snap
-                    if ts < until and (count4(pr, key, flags, b44, snap, wire, ts)
-                                       or pr == udp and lookup4(buf, o, snap, wire, ts, key)):
+                    if ethernet and ts < until and fast(buf, o, snap, wire, ts):
                         counted += 1
                     else:
-                        until = full4(buf, o, snap, wire, ts, pr, key, flags)
+                        until = full(ts, linktype, buf[o:o + snap], wire)
                     p += nxt
-                    continue
-                if status & vlan_valid:
-                    # The tag's 4 bytes were on the wire, and are in the frame again.
-                    wire += 4
-                    nbytes += wire
-                    captured += snap + 4
-                    until = full(ts, linktype, _tagged(buf, p, o, snap, status), wire)
-                    p += nxt
-                    continue
-                nbytes += wire
-                captured += snap
-                if ethernet and ts < until and fast(buf, o, snap, wire, ts):
-                    counted += 1
-                else:
-                    until = full(ts, linktype, buf[o:o + snap], wire)
-                p += nxt
+            finally:
+                self._release(base)
         self.packets += packets
         self.bytes += nbytes
         return packets, nbytes, captured, counted, ts
