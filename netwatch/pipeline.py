@@ -668,7 +668,9 @@ class Pipeline:
                 if iface >= nif:
                     continue  # a packet of an interface never described: not readable
                 lt, unit = ifaces[iface]
-                t = ((hi << 32) | lo) * unit
+                # The 64-bit count of units as a float without a big integer: hi * 2**32
+                # is exact, and the sum is rounded once, as int-to-float rounds it.
+                t = (hi * 4294967296.0 + lo) * unit
                 if t > MAX_TIMESTAMP:  # past the year 9999: a corrupt record (malformed)
                     src.st.bad_timestamps += 1
                     continue

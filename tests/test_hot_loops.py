@@ -80,3 +80,17 @@ def test_the_project_captures_come_out_of_the_hot_loops_as_out_of_the_full_path(
 def test_the_corpus_comes_out_of_the_hot_loops_as_out_of_the_full_path(
         capture: Path, tmp_path: Path) -> None:
     compare(capture, tmp_path)
+
+
+@pytest.mark.parametrize("unit", [1e-6, 1e-9, 1.0, 2 ** -20, 1e-3])
+def test_the_pcapng_loop_reads_a_64_bit_time_as_the_reader_does(unit: float) -> None:
+    """``feed_pcapng`` makes a block's 64-bit time a float without a big integer; the
+    reader (``PcapngFile.walk``) shifts and ors. Both must give the same float."""
+    import random
+    rng = random.Random(7)
+    values = [0, 1, 2 ** 32 - 1, 2 ** 32, 2 ** 53 - 1, 2 ** 53 + 1, 2 ** 64 - 1,
+              1_700_000_000_123_456, 1_700_000_000_123_456_789]
+    values += [rng.getrandbits(rng.choice((32, 52, 53, 54, 63, 64))) for _ in range(5000)]
+    for v in values:
+        hi, lo = v >> 32, v & 0xFFFFFFFF
+        assert (hi * 4294967296.0 + lo) * unit == ((hi << 32) | lo) * unit, v
