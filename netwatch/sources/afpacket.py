@@ -27,12 +27,11 @@ packet_mmap.rst describes their use), all in the machine's byte order:
 - ``struct packet_mreq`` (PACKET_ADD_MEMBERSHIP): int mr_ifindex, u16 mr_type, u16 mr_alen,
   u8 mr_address[8].
 
-The daemon reads the ring with ``walk``: each ready block is copied out whole (one copy of a
-few hundred frames, cheaper than a slice per frame) and given back to the kernel at once,
-then its frames are handed in place, as offsets into that copy, to the pipeline's fast path
-(netwatch.pipeline.fast_path, the same per-packet work as a replay); only a frame the fast
-path does not count is sliced out for the full path. ``poll`` gives the same frames as a list
-of tuples (the ``LiveSource`` shape) for tests and tools.
+The daemon reads the ring with ``walk``: the frames of each ready block are handed in place,
+as offsets into the ring, to the pipeline's counting rules (the same per-packet work as a
+replay), and the block goes back to the kernel once they are done; only a frame that needs
+the full path is sliced out. ``poll`` gives the same frames as a list of tuples (the
+``LiveSource`` shape, each block copied out and given back at once) for tests and tools.
 
 Kernels strip 802.1Q/802.1ad tags into the packet's metadata (hardware VLAN offload, or
 ``skb_vlan_untag`` on receive): a frame whose ``tp_status`` has TP_STATUS_VLAN_VALID gets its
