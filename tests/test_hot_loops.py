@@ -58,7 +58,8 @@ def compare(capture: Path, tmp: Path) -> None:
         full.c.captured_bytes += len(frame)
         full._frame(ts, lt, frame, wire)
         full.last_packet_ts = ts
-        full.now = max(full.now, ts)  # the clock is the last packet's (Pipeline._counted)
+    if full.c.packets and full.last_packet_ts > full.now:
+        full.now = full.last_packet_ts  # a hot loop's clock at its end (Pipeline._counted)
     # What the reader counts of the file itself is the same either way.
     for name in ("files_truncated",):
         setattr(full.c, name, getattr(hot.c, name))
@@ -94,3 +95,54 @@ def test_the_pcapng_loop_reads_a_64_bit_time_as_the_reader_does(unit: float) -> 
     for v in values:
         hi, lo = v >> 32, v & 0xFFFFFFFF
         assert (hi * 4294967296.0 + lo) * unit == ((hi << 32) | lo) * unit, v
+
+
+def consistent(frame: bytes) -> bytes:
+    """``frame`` with the two fields the counting rules take on trust made to fit, when it is
+    an Ethernet frame with a plain IPv4 header: the IP total length (not less than its
+    headers need, when the frame holds more) and the TCP data offset (within the
+    datagram). The hot loops count a decided flow's packet without checking them: doing
+    so cost 10 % more instructions per packet of the 100k mix, for packets that a network
+    or a capture tool does not deliver with their lengths broken (``decode_frame``, on the
+    full path, counts such a packet as malformed instead of to its flow)."""
+    if len(frame) < 42 or frame[12:14] != b"\x08\x00" or frame[14] != 0x45:
+        return frame
+    out = bytearray(frame)
+    total = out[16] << 8 | out[17]
+    if frame[23] == 6 and len(frame) >= 54:
+        if not 20 <= (out[46] >> 4) * 4 <= min(total, len(frame) - 14) - 20:
+            out[46] = 0x50 | out[46] & 0x0F
+        need = 40
+    else:
+        need = 28
+    if total < need:
+        out[16:18] = (len(frame) - 14).to_bytes(2, "big")
+    return bytes(out)
+
+
+@pytest.mark.parametrize("container", ["pcap", "pcapng"])
+def test_mutated_captures_come_out_of_the_hot_loops_as_out_of_the_full_path(
+        container: str, tmp_path: Path) -> None:
+    """The fuzzer's mutations (bits flipped, frames cut, length fields that lie, bytes
+    inserted, segments repeated and reordered) of the project's captures, written as plain
+    files: whatever a frame has become, the hot loops and the full path agree on it, but
+    for what the hot loops trust (``consistent``)."""
+    import random
+
+    from netwatch.fuzz import load_seeds, mutate, pcap_bytes, pcapng_bytes
+    seeds = [s for d in sorted({p.parent for p in OWN}) for s in load_seeds(d, 200)]
+    rng = random.Random(20 if container == "pcap" else 21)
+    write = pcap_bytes if container == "pcap" else pcapng_bytes
+    for case in range(60):
+        linktype, frames = seeds[rng.randrange(len(seeds))]
+        start = rng.randrange(len(frames))
+        cut = mutate(rng, frames[start:start + 48])
+        # The frames' contents as mutated, their times in order: a clock that goes back is
+        # not what this compares (the stats event's time is the last packet's, or the last
+        # one the full path saw).
+        cut = list(zip(sorted(ts for ts, _fr in cut), (consistent(fr) for _ts, fr in cut)))
+        capture = tmp_path / f"case{case}.{container}"
+        capture.write_bytes(write(linktype, cut))
+        work = tmp_path / f"case{case}"
+        work.mkdir()
+        compare(capture, work)
