@@ -99,6 +99,7 @@ class FrameFields:
         self.struct = struct.Struct(record + self.FIELDS)
         little = record[0] == "<"
         self.ipv4 = 0x0008 if little else 0x0800
+        self.ipv6 = 0xDD86 if little else 0x86DD
         # the fragment offset, 13 bits (the MF flag is not tested: a first fragment's key
         # is whole)
         self.frag = 0xFF1F if little else 0x1FFF
@@ -159,6 +160,42 @@ def fast_ipv4(tcp: FlowTable, udp: FlowTable
     return count4
 
 
+def fast_ipv6(tcp: FlowTable, udp: FlowTable) -> Callable[[bytes, int, int, int, float], bool]:
+    """The counting rules for an Ethernet frame ``buf[o:o + n]`` carrying IPv6 with TCP or
+    UDP right after its fixed header: the flow key is 36 bytes of the frame.
+    ``count6(buf, o, n, size, ts)``; True: the packet was counted. The hot loops call it
+    for a frame whose Ethernet type they read as IPv6, ``fast_path`` for any frame."""
+
+    tcp_get, udp_get = tcp.get, udp.get
+
+    def count6(buf: bytes, o: int, n: int, size: int, ts: float) -> bool:
+        if n < 62:
+            return False
+        p = buf[o + 20]
+        fin_rst = 0
+        if p == TCP:
+            if n < 74 or buf[o + 67] & 0x02:
+                return False
+            key = buf[o + 22:o + 58]
+            f = tcp_get(key)
+            fin_rst = buf[o + 67] & 0x05
+        elif p == UDP:
+            key = buf[o + 22:o + 58]
+            f = udp_get(key)
+        else:
+            return False
+        if f is None:
+            return False
+        if f.inspecting or f.dns_tools is not None:
+            return False
+        if fin_rst:
+            f.saw_close(fin_rst)
+        f.count(0 if key == f.key else 1, size, ts)
+        return True
+
+    return count6
+
+
 Lookup4 = Callable[[bytes, int, int, int, float, bytes], bool]
 
 
@@ -173,6 +210,7 @@ def fast_path(tcp: FlowTable, udp: FlowTable, lookup4: Lookup4 | None = None
     fixed header the flow key is 36 bytes of the frame, and the same rules apply. True: the
     packet was counted (or handled by ``lookup4``)."""
     count4 = fast_ipv4(tcp, udp)
+    count6 = fast_ipv6(tcp, udp)
     ff = FrameFields(">")  # the frame's fields alone, without a record header
     fields, ipv4, frag_mask = ff.struct.unpack_from, ff.ipv4, ff.frag
 
@@ -190,30 +228,7 @@ def fast_path(tcp: FlowTable, udp: FlowTable, lookup4: Lookup4 | None = None
             # A short IPv4 frame (UDP with under 6 bytes of payload).
             return count4(buf[o + 23], buf[o + 26:o + 38], 0,
                           buf[o + 44] if n >= 45 else 0x80, n, size, ts)
-        if not (buf[o + 12] == 0x86 and buf[o + 13] == 0xDD and n >= 62):
-            return False
-        # IPv6: 36 key bytes.
-        p = buf[o + 20]
-        fin_rst = 0
-        if p == TCP:
-            if n < 74 or buf[o + 67] & 0x02:
-                return False
-            key = buf[o + 22:o + 58]
-            f = tcp.get(key)
-            fin_rst = buf[o + 67] & 0x05
-        elif p == UDP:
-            key = buf[o + 22:o + 58]
-            f = udp.get(key)
-        else:
-            return False
-        if f is None:
-            return False
-        if f.inspecting or f.dns_tools is not None:
-            return False
-        if fin_rst:
-            f.saw_close(fin_rst)
-        f.count(0 if key == f.key else 1, size, ts)
-        return True
+        return buf[o + 12] == 0x86 and buf[o + 13] == 0xDD and count6(buf, o, n, size, ts)
 
     return count
 
@@ -326,6 +341,7 @@ class Pipeline:
         self.tables = {TCP: self.tcp, UDP: self.udp}
         self._fast = fast_path(self.tcp, self.udp, self._lookup4)
         self._count4 = fast_ipv4(self.tcp, self.udp)
+        self._count6 = fast_ipv6(self.tcp, self.udp)
         # Every live flow once, oldest first (save the flows eviction passed over, moved to
         # the back): what sweeps, eviction and the end of a file walk. Ordered dicts pop and
         # reorder at their front in constant time, where a plain dict's emptied front slows
@@ -500,10 +516,12 @@ class Pipeline:
         unpack_rec = src.record.unpack_from
         ff = FrameFields(src.record.format)
         wide, wide_size = ff.struct.unpack_from, ff.struct.size
-        ipv4, frag_mask = (ff.ipv4 if src.linktype == dec.LINKTYPE_ETHERNET else -1), ff.frag
+        ethernet = src.linktype == dec.LINKTYPE_ETHERNET
+        ipv4, ipv6 = (ff.ipv4, ff.ipv6) if ethernet else (-1, -1)
+        frag_mask = ff.frag
         scale, linktype = src.scale, src.linktype
-        ethernet = linktype == dec.LINKTYPE_ETHERNET
         fast = self._fast
+        count6 = self._count6
         frame_ = self._frame
         count4 = self._count4
         lookup4 = self._lookup4
@@ -556,6 +574,11 @@ class Pipeline:
                         counted += 1
                         continue
                     full4(buf, o, incl, wire, ts, p, key, flags)
+                elif eth == ipv6:
+                    if ts < next_sweep and count6(buf, o, incl, wire, ts):
+                        counted += 1
+                        continue
+                    frame_(ts, linktype, buf[o:end], wire)
                 elif ts < next_sweep and ethernet and fast(buf, o, incl, wire, ts):
                     counted += 1
                     continue
@@ -597,7 +620,9 @@ class Pipeline:
         unpack_epb = src.epb.unpack_from
         # The packet block's fields and the frame's in one unpack (see feed_pcap).
         ff = FrameFields(src.epb.format)
-        wide, wide_size, ipv4, frag_mask = ff.struct.unpack_from, ff.struct.size, ff.ipv4, ff.frag
+        wide, wide_size = ff.struct.unpack_from, ff.struct.size
+        ipv4, ipv6, frag_mask = ff.ipv4, ff.ipv6, ff.frag
+        count6 = self._count6
         count4 = self._count4
         lookup4 = self._lookup4
         full4 = self._full4
@@ -648,7 +673,8 @@ class Pipeline:
                     # interfaces.
                     unpack_epb = src.epb.unpack_from
                     ff = FrameFields(src.epb.format)
-                    wide, ipv4, frag_mask = ff.struct.unpack_from, ff.ipv4, ff.frag
+                    wide, ipv4, ipv6, frag_mask = (ff.struct.unpack_from, ff.ipv4, ff.ipv6,
+                                                   ff.frag)
                     ifaces = src.ifaces
                     nif = len(ifaces)
                     continue
@@ -689,6 +715,11 @@ class Pipeline:
                         counted += 1
                         continue
                     full4(buf, o, incl, wire, ts, p, key, flags)
+                elif eth == ipv6:
+                    if ts < next_sweep and count6(buf, o, incl, wire, ts):
+                        counted += 1
+                        continue
+                    frame_(ts, lt, buf[o:o + incl], wire)
                 elif ts < next_sweep and fast(buf, o, incl, wire, ts):
                     counted += 1
                     continue
