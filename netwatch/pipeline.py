@@ -52,7 +52,7 @@ from .sources.capture import (
 )
 
 if TYPE_CHECKING:  # a replay needs neither source's module, nor the policy without a household
-    from .sources.afpacket import Walk
+    from .sources.afpacket import Paths, Walk
     from .sources.conntrack import Conn
     from .sources.dnslog import DnsLookup
 
@@ -342,6 +342,7 @@ class Pipeline:
         self._fast = fast_path(self.tcp, self.udp, self._lookup4)
         self._count4 = fast_ipv4(self.tcp, self.udp)
         self._count6 = fast_ipv6(self.tcp, self.udp)
+        self._paths: Paths | None = None  # made by the first feed_walk
         # Every live flow once, oldest first (save the flows eviction passed over, moved to
         # the back): what sweeps, eviction and the end of a file walk. Ordered dicts pop and
         # reorder at their front in constant time, where a plain dict's emptied front slows
@@ -448,9 +449,13 @@ class Pipeline:
         ``full(ts, linktype, frame, wire)``, which returns the new ``until``. It returns
         (frames, wire bytes, captured bytes, frames counted by ``fast``, last frame's time),
         added to the counters as a hot loop's are. Returns the frames walked."""
+        if self._paths is None:
+            # What a ring walk reads from a frame's fields. (A replay never imports the
+            # live source's module.)
+            from .sources.afpacket import Paths
+            self._paths = Paths(self._count4, self._lookup4, self._full4_walk, self._count6)
         packets, nbytes, captured, counted, ts = walk(self._fast, self._full,
-                                                      self._next_sweep, self._count4,
-                                                      self._lookup4, self._full4_walk)
+                                                      self._next_sweep, self._paths)
         self._counted(packets, nbytes, captured, counted, ts)
         return packets
 

@@ -124,6 +124,27 @@ def test_the_ring_walked_in_place_counts_what_a_replay_of_the_same_packets_count
     assert sum(w[1] for w in walks) == expected[0].bytes
 
 
+def test_untagged_ipv6_frames_are_counted_in_place_as_a_replay_counts_them(
+        tmp_path: Path) -> None:
+    """The IPv6 capture with its VLAN tags left out (as a port without VLANs delivers it):
+    its frames take the ring walk's IPv6 branch (pipeline.fast_ipv6)."""
+    cap = tmp_path / "ipv6.pcap"
+    with open(cap, "wb") as fh:
+        fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for ts, _lt, frame, wire in open_capture(str(SYNTHETIC / "vnc-ipv6-vlan.pcap"),
+                                                 ReadStats()):
+            while frame[12:14] in (b"\x81\x00", b"\x88\xa8"):
+                frame, wire = frame[:12] + frame[16:], wire - 4
+            sec = int(ts)
+            fh.write(struct.pack("<IIII", sec, round((ts - sec) * 1e6), len(frame), wire)
+                     + frame)
+    frames = ring_frames(cap)
+    assert all(f.frame[12:14] == b"\x86\xdd" for f in frames)
+    expected = replayed(cap, tmp_path)
+    got, _walks = walked(frames, tmp_path)
+    assert got == expected and expected[1]
+
+
 @pytest.mark.parametrize("capture", [RECORDED / "rdp-xrdp.pcap",
                                      SYNTHETIC / "demo-anydesk-scam.pcap"],
                          ids=lambda p: p.stem)

@@ -50,7 +50,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..decode import LINKTYPE_ETHERNET, LINKTYPE_RAW, PROTO_UDP
 from . import Frame
@@ -61,18 +61,29 @@ from . import Frame
 # fast path may be used (the pipeline's next timed work); and that time now.
 FastCount = Callable[[bytes, int, int, int, float], bool]
 FullPath = Callable[[float, int, bytes, int], float]
-# Optionally the pipeline's shared counting rules and lookup path (pipeline.fast_ipv4,
-# Pipeline._lookup4): with them a plain IPv4 frame's fields are read in the same unpack as
-# its ring header, as the file loops read them with a record's (pipeline.FrameFields).
 Count4 = Callable[[int, bytes, int, int, int, int, float], bool]
 Lookup4 = Callable[[bytes, int, int, int, float, bytes], bool]
-# ... and the full path for such a frame from those fields (Pipeline._full4), returning the
-# new ``until`` as ``full`` does.
 Full4 = Callable[[bytes, int, int, int, float, int, bytes, int], float]
+
+
+class Paths(NamedTuple):
+    """Optionally, the pipeline's paths for a frame whose fields the walk read with its
+    ring header (one unpack, as the file loops read them with a record's; see
+    pipeline.FrameFields): for plain IPv4, the shared counting rules (pipeline.fast_ipv4),
+    the lookup path (Pipeline._lookup4) and the full path from those fields
+    (Pipeline._full4, returning the new ``until`` as ``full`` does); for IPv6, its
+    counting rules (pipeline.fast_ipv6)."""
+
+    count4: Count4
+    lookup4: Lookup4
+    full4: Full4
+    count6: FastCount
+
+
 # What ``walk`` returns: frames, their bytes on the wire, the bytes captured, the frames
 # the fast path counted, the last frame's time.
 Walked = tuple[int, int, int, int, float]
-Walk = Callable[[FastCount, FullPath, float, Count4, Lookup4, Full4], Walked]
+Walk = Callable[[FastCount, FullPath, float, Paths], Walked]
 
 SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
@@ -130,7 +141,7 @@ def _not_counted(*_args: Any) -> bool:
 
 
 def _no_full4(*_args: Any) -> float:
-    raise AssertionError("not called: no frame takes the combined path without full4")
+    raise AssertionError("not called: no frame takes the combined path without the paths")
 
 
 # The usual tp_mac of an Ethernet frame (the header and a sockaddr_ll rounded up to 16, less
@@ -246,8 +257,7 @@ class Ring:
         return self._ff
 
     def walk(self, fast: FastCount, full: FullPath, until: float,
-             count4: Count4 | None = None, lookup4: Lookup4 | None = None,
-             full4: Full4 | None = None) -> Walked:
+             paths: Paths | None = None) -> Walked:
         """The ready blocks (up to about MAX_BATCH frames), each frame to ``fast`` in place
         while its time is before ``until``, to ``full`` otherwise or when ``fast`` does not
         count it (see FastCount above). A frame whose VLAN tag the kernel took out gets it
@@ -259,10 +269,10 @@ class Ring:
         of the running daemon's samples at 100,000 pps: a copy reads every byte of every
         frame, the walk only the headers and the frames the full path slices out.
 
-        Given ``count4``, ``lookup4`` and ``full4``, a frame at the usual offset has its
-        ring header and the fields of a plain IPv4 frame read in one unpack, and goes to
-        them directly, as a file record does in ``Pipeline.feed_pcap``; ``fast`` and
-        ``full`` take the others."""
+        Given the pipeline's ``paths``, a frame at the usual offset has its ring header and
+        the fields of a plain IPv4 frame read in one unpack, and goes to them directly, as a
+        file record does in ``Pipeline.feed_pcap``; an IPv6 frame there goes to the IPv6
+        counting rules; ``fast`` and ``full`` take the others."""
         unpack_pkt = _PKT_HDR.unpack_from
         linktype = self.linktype
         ethernet = linktype == LINKTYPE_ETHERNET
@@ -271,12 +281,14 @@ class Ring:
         ts = 0.0
         ff = self._frame_fields()
         wide, wide_size = ff.struct.unpack_from, ff.struct.size
-        ipv4, frag_mask = ff.ipv4, ff.frag
-        mac_usual = ETHERNET_MAC_OFFSET
-        if count4 is None or lookup4 is None or full4 is None or not ethernet:
+        ipv4, ipv6, frag_mask = ff.ipv4, ff.ipv6, ff.frag
+        if paths is None or not ethernet:
             mac_usual = -1  # ``fast`` and ``full`` alone
-            count4 = lookup4 = _not_counted
+            count4 = lookup4 = count6 = _not_counted
             full4 = _no_full4
+        else:
+            mac_usual = ETHERNET_MAC_OFFSET
+            count4, lookup4, full4, count6 = paths
         udp = PROTO_UDP
         buf: Any = self.mm  # read as bytes are: indexed, sliced (a copy), unpacked
         while packets < MAX_BATCH:
@@ -305,6 +317,15 @@ class Ring:
                             counted += 1
                         else:
                             until = full4(buf, o, snap, wire, ts, pr, key, flags)
+                        p += nxt
+                        continue
+                    if mac == mac_usual and eth == ipv6 and not status & vlan_valid:
+                        nbytes += wire
+                        captured += snap
+                        if ts < until and count6(buf, o, snap, wire, ts):
+                            counted += 1
+                        else:
+                            until = full(ts, linktype, buf[o:o + snap], wire)
                         p += nxt
                         continue
                     if status & vlan_valid:
@@ -459,11 +480,10 @@ class AfPacketSource:
         return ring.ready()
 
     def walk(self, fast: FastCount, full: FullPath, until: float,
-             count4: Count4 | None = None, lookup4: Lookup4 | None = None,
-             full4: Full4 | None = None) -> Walked:
+             paths: Paths | None = None) -> Walked:
         """The ring's ready frames in place (``Ring.walk``; the daemon's hot loop)."""
         assert self._ring is not None
-        return self._ring.walk(fast, full, until, count4, lookup4, full4)
+        return self._ring.walk(fast, full, until, paths)
 
     def poll(self, timeout_s: float) -> list[Frame]:
         """The frames that arrived, waiting up to ``timeout_s`` when there are none."""
