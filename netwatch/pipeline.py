@@ -515,9 +515,10 @@ class Pipeline:
         its header and the fields of the frame the fast path needs (``FrameFields``); for
         an Ethernet frame with an IPv4 header of 20 bytes (no options, not a later
         fragment) carrying TCP or UDP, the flow key comes out of that unpack, and when the
-        flow needs nothing more the packet is counted (``fast_ipv4``). Near a chunk's end,
-        and for IPv6, ``fast_path`` does the same from the frame; every other packet takes
-        the full path (``_frame``)."""
+        flow needs nothing more the packet is counted (``fast_ipv4``); a lookup takes the
+        lookup path (``_lookup4``), any other such frame the full path from those fields
+        (``_full4``). The rest goes to ``_rest``: IPv6 to its counting rules, a frame near a
+        chunk's end to ``fast_path``, and what they do not count to the full path."""
         unpack_rec = src.record.unpack_from
         ff = FrameFields(src.record.format)
         wide, wide_size = ff.struct.unpack_from, ff.struct.size
@@ -525,9 +526,7 @@ class Pipeline:
         ipv4, ipv6 = (ff.ipv4, ff.ipv6) if ethernet else (-1, -1)
         frag_mask = ff.frag
         scale, linktype = src.scale, src.linktype
-        fast = self._fast
-        count6 = self._count6
-        frame_ = self._frame
+        rest = self._rest
         count4 = self._count4
         lookup4 = self._lookup4
         full4 = self._full4
@@ -579,21 +578,25 @@ class Pipeline:
                         counted += 1
                         continue
                     full4(buf, o, incl, wire, ts, p, key, flags)
-                elif eth == ipv6:
-                    if ts < next_sweep and count6(buf, o, incl, wire, ts):
-                        counted += 1
-                        continue
-                    frame_(ts, linktype, buf[o:end], wire)
-                elif ts < next_sweep and ethernet and fast(buf, o, incl, wire, ts):
+                elif rest(buf, o, incl, wire, ts, linktype, eth == ipv6, next_sweep):
                     counted += 1
                     continue
-                else:
-                    frame_(ts, linktype, buf[o:end], wire)
                 next_sweep = self._next_sweep
         finally:
             src.close()
             src.st.packets += packets
             self._counted(packets, nbytes, captured, counted, ts)
+
+    def _rest(self, buf: bytes, o: int, n: int, wire: int, ts: float, linktype: int,
+              ipv6: bool, until: float) -> bool:
+        """A hot loop's frame ``buf[o:o + n]`` that is not a plain IPv4 one (``ipv6``: its
+        Ethernet type read as IPv6): counted by the IPv6 rules or ``fast_path`` while
+        ``ts`` is before ``until`` (True), or taken by the full path (False)."""
+        if linktype == dec.LINKTYPE_ETHERNET and ts < until and (
+                self._count6(buf, o, n, wire, ts) if ipv6 else self._fast(buf, o, n, wire, ts)):
+            return True
+        self._frame(ts, linktype, buf[o:o + n], wire)
+        return False
 
     def _counted(self, packets: int, nbytes: int, captured: int, counted: int,
                  ts: float) -> None:
@@ -615,7 +618,6 @@ class Pipeline:
         blocks, statistics) goes to ``src.walk``, which keeps the section's byte order and
         interfaces; its frames take the full path."""
         frame_ = self._frame
-        fast = self._fast
         ethernet = dec.LINKTYPE_ETHERNET
         max_record = MAX_RECORD
         buf, pos, n = b"", 0, 0
@@ -627,7 +629,7 @@ class Pipeline:
         ff = FrameFields(src.epb.format)
         wide, wide_size = ff.struct.unpack_from, ff.struct.size
         ipv4, ipv6, frag_mask = ff.ipv4, ff.ipv6, ff.frag
-        count6 = self._count6
+        rest = self._rest
         count4 = self._count4
         lookup4 = self._lookup4
         full4 = self._full4
@@ -711,25 +713,17 @@ class Pipeline:
                     wire = incl
                 nbytes += wire
                 captured += incl
-                if lt != ethernet:
-                    frame_(ts, lt, buf[o:o + incl], wire)
-                elif eth == ipv4 and vihl == 0x45 and not frag & frag_mask and incl >= 42:
+                if (lt == ethernet and eth == ipv4 and vihl == 0x45 and not frag & frag_mask
+                        and incl >= 42):
                     if ts < next_sweep and (count4(p, key, flags, b44, incl, wire, ts)
                                             or p == UDP
                                             and lookup4(buf, o, incl, wire, ts, key)):
                         counted += 1
                         continue
                     full4(buf, o, incl, wire, ts, p, key, flags)
-                elif eth == ipv6:
-                    if ts < next_sweep and count6(buf, o, incl, wire, ts):
-                        counted += 1
-                        continue
-                    frame_(ts, lt, buf[o:o + incl], wire)
-                elif ts < next_sweep and fast(buf, o, incl, wire, ts):
+                elif rest(buf, o, incl, wire, ts, lt, eth == ipv6, next_sweep):
                     counted += 1
                     continue
-                else:
-                    frame_(ts, lt, buf[o:o + incl], wire)
                 next_sweep = self._next_sweep
         finally:
             src.close()
