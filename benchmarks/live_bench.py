@@ -9,7 +9,9 @@ throughput   The home mix (netwatch bench's generator), its IPv4 packets with th
              tcpreplay from the PC's side. The highest rate (bisection over tcpreplay --pps)
              at which ``netwatch run --source af_packet`` loses under 0.1 % of the packets,
              and the same for ``ndpiReader -i`` on the same veth in the same run (the two
-             capture in turn, never at once, so each has the machine's two cores).
+             capture in turn, never at once, so each has the machine's two cores). Then
+             both at one rate neither loses packets at (--same-rate), in turn (--pairs):
+             CPU per packet read, a capacity measure the sender's ceiling does not cap.
 time to alert  Real VNC sessions (TigerVNC's viewer on the PC, x11vnc across the router): from
              the first SYN on the wire (tcpdump on the router) to the alert arriving at the
              ntfy-compatible receiver; p50 and p95.
@@ -69,6 +71,10 @@ TRIAL_PACKETS = 200_000
 # The rate at which both tools' CPU per packet is compared: well under what either keeps
 # up with here, so neither loses packets and the sender is not at its ceiling.
 SAME_RATE = 100_000.0
+# Trials at that rate, each tool in turn: pairs taken close in time, so that the ratio of
+# each pair holds while the machine's speed drifts (the run-to-run spread of one tool's
+# CPU per packet is larger than the difference being measured).
+SAME_RATE_PAIRS = 5
 # The mix's home network and everything else, mapped into the namespaces' own range, away
 # from the lab's own addresses (10.76.1.0/24, 10.76.2.0/24).
 PNAT = "192.168.0.0/16:10.76.64.0/18,0.0.0.0/0:10.76.128.0/17"
@@ -116,8 +122,9 @@ class Result:
     # Both at the same offered rate (--same-rate): CPU per packet read, the capacity
     # measure that does not depend on how fast this machine can send.
     same_rate_pps: float = 0.0
-    netwatch_same: dict[str, Any] = field(default_factory=dict)
+    netwatch_same: dict[str, Any] = field(default_factory=dict)  # the median pair's
     ndpi_same: dict[str, Any] = field(default_factory=dict)
+    same_pairs: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)
     alert_seconds: list[float] = field(default_factory=list)
     alert_p50: float = 0.0
     alert_p95: float = 0.0
@@ -199,14 +206,32 @@ def cpu_seconds(pid: int | None) -> tuple[float, float]:
     return (int(fields[11]) + int(fields[12])) / tick, int(fields[12]) / tick
 
 
+def _cpu_settled(pid: int | None, step_s: float = 0.5, idle_s: float = 0.01,
+                 within: float = 60) -> tuple[float, float]:
+    """``cpu_seconds(pid)`` once the process has stopped working: less than ``idle_s`` of
+    CPU in ``step_s`` (the daemon idles at a few ms a second)."""
+    last = cpu_seconds(pid)
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        time.sleep(step_s)
+        now = cpu_seconds(pid)
+        if now[0] - last[0] < idle_s:
+            return now
+        last = now
+    return last
+
+
 def trial_netwatch(lab: Lab, daemon: NetwatchRun, pcap: Path, pps: float | None) -> Trial:
+    """One trial. Its CPU time is read when the daemon has gone idle, before the counts
+    are read from /metrics: the benchmark's own scrapes (a few ms each) are not the
+    traffic's cost."""
     assert daemon.proc is not None
     pid = daemon.proc.program_pid()
     seen0, drops0 = _settled(lambda: netwatch_counts(daemon))
-    cpu0, sys0 = cpu_seconds(pid)
+    cpu0, sys0 = _cpu_settled(pid)
     sent, rate = tcpreplay(lab, pcap, pps)
+    cpu1, sys1 = _cpu_settled(pid)
     seen1, drops1 = _settled(lambda: netwatch_counts(daemon))
-    cpu1, sys1 = cpu_seconds(pid)
     return Trial(pps or rate, rate, sent, seen1 - seen0, drops1 - drops0, cpu1 - cpu0,
                  sys1 - sys0)
 
@@ -353,6 +378,8 @@ def main() -> int:
     ap.add_argument("--sessions", type=int, default=20, help="VNC sessions timed to alert")
     ap.add_argument("--same-rate", type=float, default=SAME_RATE,
                     help="pps at which both tools' CPU per packet is compared (0: skip)")
+    ap.add_argument("--pairs", type=int, default=SAME_RATE_PAIRS,
+                    help="trials of each tool at the same rate, in turn")
     ap.add_argument("--ring-mib", type=int, default=0,
                     help="netwatch run's ring_mib (default: its own default, 16)")
     ap.add_argument("--long", action="store_true",
@@ -393,19 +420,13 @@ def main() -> int:
             result.netwatch_pps = highest_rate(
                 lambda pps: trial_netwatch(lab, daemon, trial_pcap, pps), top,
                 result.netwatch_trials, "netwatch")
-            if args.same_rate:
-                result.same_rate_pps = args.same_rate
-                t = trial_netwatch(lab, daemon, trial_pcap, args.same_rate)
-                result.netwatch_same = asdict(t) | {"loss": t.loss,
-                                                    "cpu_us_per_packet": t.cpu_us_per_packet}
             daemon.stop()
             result.ndpi_pps = highest_rate(
                 lambda pps: trial_ndpi(lab, trial_pcap, pps), top, result.ndpi_trials,
                 "ndpiReader")
-            if args.same_rate:
-                t = trial_ndpi(lab, trial_pcap, args.same_rate)
-                result.ndpi_same = asdict(t) | {"loss": t.loss,
-                                                "cpu_us_per_packet": t.cpu_us_per_packet}
+            if args.same_rate and args.pairs:
+                same_rate_pairs(lab, household, extra, trial_pcap, args.same_rate,
+                                args.pairs, result)
         if "alert" not in args.skip:
             print("time to alert:", file=sys.stderr)
             daemon = NetwatchRun(lab, household, "af_packet", lifetime=7200,
@@ -434,6 +455,37 @@ def main() -> int:
     return 0
 
 
+def _as_dict(t: Trial) -> dict[str, Any]:
+    return asdict(t) | {"loss": t.loss, "cpu_us_per_packet": t.cpu_us_per_packet}
+
+
+def same_rate_pairs(lab: Lab, household: Path, extra: list[str], pcap: Path, pps: float,
+                    pairs: int, result: Result) -> None:
+    """Both tools at the same offered rate, in turn, ``pairs`` times. Each netwatch trial
+    has a daemon of its own, started before and stopped after, as each ndpiReader trial
+    has its own process: both meet the trial's flows for the first time."""
+    result.same_rate_pps = pps
+    for i in range(pairs):
+        daemon = NetwatchRun(lab, household, "af_packet", lifetime=7200, extra=extra,
+                             name=f"same-rate-{i}").start()
+        mine = _as_dict(trial_netwatch(lab, daemon, pcap, pps))
+        daemon.stop()
+        theirs = _as_dict(trial_ndpi(lab, pcap, pps))
+        result.same_pairs.append((mine, theirs))
+        print(f"  at {pps:,.0f} pps: netwatch {mine['cpu_us_per_packet']:.2f} us/packet "
+              f"(loss {mine['loss']:.3%}), ndpiReader {theirs['cpu_us_per_packet']:.2f} "
+              f"us/packet (loss {theirs['loss']:.3%})", file=sys.stderr)
+    ranked = sorted(result.same_pairs, key=_pair_ratio)
+    result.netwatch_same, result.ndpi_same = ranked[len(ranked) // 2]
+
+
+def _pair_ratio(pair: tuple[dict[str, Any], dict[str, Any]]) -> float:
+    """ndpiReader's CPU per packet over netwatch's (above 1: netwatch needs less)."""
+    mine, theirs = pair
+    return (theirs["cpu_us_per_packet"] / mine["cpu_us_per_packet"]
+            if mine["cpu_us_per_packet"] else 0.0)
+
+
 def _sys_share(trial: dict[str, Any]) -> str:
     return f"{trial['sys_s'] / trial['cpu_s']:.0%}" if trial["cpu_s"] else "-"
 
@@ -454,14 +506,15 @@ def render(r: Result) -> str:
                              f"{best:,.0f} pps is a lower bound (the sender's ceiling)")
     if r.netwatch_same and r.ndpi_same:
         a, b = r.netwatch_same, r.ndpi_same
+        ratios = sorted(_pair_ratio(p) for p in r.same_pairs)
         lines.append(
-            f"at {r.same_rate_pps:,.0f} pps offered to both: CPU per packet read, netwatch "
-            f"{a['cpu_us_per_packet']:.2f} us ({_sys_share(a)} system; loss {a['loss']:.3%}), "
-            f"ndpiReader {b['cpu_us_per_packet']:.2f} us ({_sys_share(b)} system; loss "
-            f"{b['loss']:.3%}); ndpiReader/netwatch "
-            f"{b['cpu_us_per_packet'] / a['cpu_us_per_packet']:.2f}; one core would keep "
-            f"up with {1e6 / a['cpu_us_per_packet']:,.0f} and "
-            f"{1e6 / b['cpu_us_per_packet']:,.0f} pps")
+            f"at {r.same_rate_pps:,.0f} pps offered to both, {len(ratios)} pairs in turn: CPU "
+            f"per packet read, ndpiReader/netwatch {ratios[0]:.2f} / "
+            f"{ratios[len(ratios) // 2]:.2f} / {ratios[-1]:.2f} (min / median / max); the "
+            f"median pair: netwatch {a['cpu_us_per_packet']:.2f} us ({_sys_share(a)} system; "
+            f"loss {a['loss']:.3%}), ndpiReader {b['cpu_us_per_packet']:.2f} us "
+            f"({_sys_share(b)} system; loss {b['loss']:.3%}); one core would keep up with "
+            f"{1e6 / a['cpu_us_per_packet']:,.0f} and {1e6 / b['cpu_us_per_packet']:,.0f} pps")
     if r.alert_seconds:
         lines.append(f"time to alert over {len(r.alert_seconds)} VNC sessions: "
                      f"p50 {r.alert_p50:.2f} s, p95 {r.alert_p95:.2f} s "

@@ -570,7 +570,7 @@ class Pipeline:
                     wire = incl
                 nbytes += wire
                 captured += incl
-                ts = sec + frac * scale
+                ts = scale * frac + sec  # float first: no int-to-float detour
                 if eth == ipv4 and vihl == 0x45 and not frag & frag_mask and incl >= 42:
                     if ts < next_sweep and (count4(p, key, flags, b44, incl, wire, ts)
                                             or p == UDP
@@ -703,7 +703,7 @@ class Pipeline:
                 lt, unit = ifaces[iface]
                 # The 64-bit count of units as a float without a big integer: hi * 2**32
                 # is exact, and the sum is rounded once, as int-to-float rounds it.
-                t = (hi * 4294967296.0 + lo) * unit
+                t = (4294967296.0 * hi + lo) * unit
                 if t > MAX_TIMESTAMP:  # past the year 9999: a corrupt record (malformed)
                     src.st.bad_timestamps += 1
                     continue

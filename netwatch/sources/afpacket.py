@@ -306,7 +306,7 @@ class Ring:
                     else:
                         nxt, sec, nsec, snap, wire, status, mac = unpack_pkt(buf, p)
                         eth = 0
-                    ts = sec + nsec * 1e-9
+                    ts = 1e-9 * nsec + sec  # float first: no int-to-float detour
                     o = p + mac
                     if (mac == mac_usual and eth == ipv4 and vihl == 0x45
                             and not frag & frag_mask and snap >= 42 and not status & vlan_valid):
