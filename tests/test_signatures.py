@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +18,9 @@ from netwatch.signatures import (
     GENERATED_DIRS,
     SignatureError,
     _cache_file,
+    _save_set,
+    _set_key,
+    _set_path,
     load_dir,
     load_file,
 )
@@ -149,25 +154,65 @@ def test_default_signatures_come_back_from_the_cache(tmp_path: Path,
     monkeypatch.setenv("NETWATCH_CACHE_DIR", str(tmp_path))
     cache = Path(_cache_file(DEFAULT_DIR) or "")
     assert cache.parent == tmp_path
-    first = load_dir(known_recognisers=load_all())
+    built = Path(_set_path(str(cache)))
+
+    def load() -> Any:
+        built.unlink(missing_ok=True)  # the documents, not the set built from them
+        return load_dir(known_recognisers=load_all())
+
+    first = load()
     assert cache.is_file()
     data = json.loads(cache.read_text(encoding="utf-8"))
     anydesk = next(f for f in data["files"] if f.endswith(os.sep + "anydesk.toml"))
     # A cached document is used as it is while the file's size and time are unchanged ...
     data["files"][anydesk][2]["name"] = "AnyDesk (from the cache)"
     cache.write_text(json.dumps(data), encoding="utf-8")
-    assert load_dir(known_recognisers=load_all()).by_tool["anydesk"].name == \
-        "AnyDesk (from the cache)"
+    assert load().by_tool["anydesk"].name == "AnyDesk (from the cache)"
     # ... and the file is read again when they differ.
     data["files"][anydesk][1] += 1
     cache.write_text(json.dumps(data), encoding="utf-8")
-    assert load_dir(known_recognisers=load_all()).by_tool["anydesk"].name == \
-        first.by_tool["anydesk"].name
+    assert load().by_tool["anydesk"].name == first.by_tool["anydesk"].name
     # A damaged cache is only a slower start.
     cache.write_text("{not json", encoding="utf-8")
-    again = load_dir(known_recognisers=load_all())
+    again = load()
     assert sorted(again.by_tool) == sorted(first.by_tool)
     assert json.loads(cache.read_text(encoding="utf-8"))["format"] == 1
+
+
+def test_the_set_built_comes_back_while_nothing_it_was_built_from_changed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NETWATCH_CACHE_DIR", str(tmp_path))
+    documents = _cache_file(DEFAULT_DIR) or ""
+    built = Path(_set_path(documents))
+    names = load_all()
+    first = load_dir(known_recognisers=names)
+    assert built.is_file() and built.stat().st_mode & 0o777 == 0o600
+    with built.open("rb") as fh:
+        key = pickle.load(fh)  # what the set was built from
+    # Kept under that key, a doctored set comes back as it is ...
+    doctored = load_dir(known_recognisers=names)
+    doctored.by_tool["anydesk"].name = "AnyDesk (kept)"
+    _save_set(documents, key, doctored)
+    assert load_dir(known_recognisers=names).by_tool["anydesk"].name == "AnyDesk (kept)"
+    # ... but not once the recognisers differ (or a signature file, or the module) ...
+    assert load_dir(known_recognisers=[*names, "another"]).by_tool["anydesk"].name == \
+        first.by_tool["anydesk"].name
+    # ... nor from a file others may write to, nor a damaged one: a slower start only.
+    _save_set(documents, key, doctored)
+    built.chmod(0o664)
+    assert load_dir(known_recognisers=names).by_tool["anydesk"].name == \
+        first.by_tool["anydesk"].name
+    built.write_bytes(b"not a pickle")
+    assert sorted(load_dir(known_recognisers=names).by_tool) == sorted(first.by_tool)
+
+
+def test_the_set_key_follows_each_file(tmp_path: Path) -> None:
+    f = write(tmp_path, GOOD)
+    before = _set_key([str(f)], ["tls"])
+    os.utime(f, ns=(1, 1))
+    assert _set_key([str(f)], ["tls"]) != before
+    assert _set_key([str(f)], ["tls", "rdp"]) != _set_key([str(f)], ["tls"])
+    assert _set_key([str(tmp_path / "gone.toml")], ["tls"]) is None
 
 
 def test_each_signature_folder_has_its_own_cache(tmp_path: Path,
