@@ -50,6 +50,8 @@ BANKING_DIR = Path(__file__).resolve().parent / "data" / "banking"
 # A calendar download that takes longer than this is given up: check-config is run by a person
 # waiting at a terminal.
 FETCH_TIMEOUT_S = 10.0
+# Names ``Household.banking`` remembers its answer for (forgotten all at once when full).
+BANKING_NAMES = 4096
 # next_windows looks this far ahead at most: a help window rarer than once a year is not
 # "coming up", and an endless weekly rule must not make the search endless.
 LOOKAHEAD = timedelta(days=400)
@@ -307,6 +309,9 @@ class Household:
     _by_ip: dict[str, Device] = field(default_factory=dict, repr=False)
     _by_hostname: dict[str, Device] = field(default_factory=dict, repr=False)
     _leases: LeaseTable | None = field(default=None, repr=False)
+    # Names already looked at by ``banking`` (a DNS answer's name comes again and again).
+    _banking_names: dict[str, tuple[str, str] | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for d in self.devices:
@@ -400,13 +405,27 @@ class Household:
 
     def banking(self, name: str) -> tuple[str, str] | None:
         """The banking domain ``name`` (a DNS or SNI name) is, or is under, with its list."""
-        labels = _dns_name(name).split(".")
-        for i in range(len(labels)):
-            domain = ".".join(labels[i:])
-            cc = self.banking_domains.get(domain)
+        seen = self._banking_names
+        try:
+            return seen[name]
+        except KeyError:
+            pass
+        found = None
+        domain = _dns_name(name)
+        get = self.banking_domains.get
+        while True:
+            cc = get(domain)
             if cc is not None:
-                return domain, cc
-        return None
+                found = (domain, cc)
+                break
+            dot = domain.find(".")
+            if dot < 0:
+                break
+            domain = domain[dot + 1:]  # the name's parent
+        if len(seen) >= BANKING_NAMES:
+            seen.clear()
+        seen[name] = found
+        return found
 
 
 # --- DHCP leases ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from click.testing import CliRunner
 
+from netwatch import household as household_mod
 from netwatch.cli import main
 from netwatch.household import (
     BANKING_DIR,
@@ -829,6 +830,27 @@ def test_trusted_rules(full: Household) -> None:
 ])
 def test_banking_names(full: Household, name: str, expected: tuple[str, str] | None) -> None:
     assert full.banking(name) == expected
+
+
+def test_banking_answers_stay_the_same_when_names_come_again(full: Household) -> None:
+    # Every name's answer, asked three times in turn (remembered from the second time on,
+    # forgotten when the table is full), is the walk from the name up its parents.
+    def walk(name: str) -> tuple[str, str] | None:
+        labels = name.strip().rstrip(".").lower().split(".")
+        for i in range(len(labels)):
+            domain = ".".join(labels[i:])
+            if domain in full.banking_domains:
+                return domain, full.banking_domains[domain]
+        return None
+
+    domains = sorted(full.banking_domains)[:300]
+    names = [f"{p}{d}{s}" for d in domains for p in ("", "www.", "a.b.", "not")
+             for s in ("", ".", ".example.org")] + ["", ".", "a..kbc.be", "KBC.BE"]
+    names += [f"host{i}.example.net" for i in range(household_mod.BANKING_NAMES)]
+    assert sum(walk(n) is not None for n in names) >= 6 * len(domains) > 0
+    for _ in range(3):
+        for n in names:
+            assert full.banking(n) == walk(n), n
 
 
 def test_banking_countries_default_to_the_peoples(tmp_path: Path) -> None:
