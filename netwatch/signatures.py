@@ -828,15 +828,20 @@ def _set_path(documents: str) -> str:
 
 def _cached_set(documents: str, key: tuple[Any, ...]) -> SignatureSet | None:
     """The kept set, if built from ``key``; None for any trouble (a slower start only)."""
-    import pickle
+    try:
+        # The C unpickler alone: the pickle module's Python half (2 ms to import) is only
+        # needed to write.
+        from _pickle import load
+    except ImportError:
+        from pickle import load
     try:
         with open(_set_path(documents), "rb") as fh:
             st = os.fstat(fh.fileno())
             if st.st_uid != os.getuid() or st.st_mode & 0o022:
                 return None
-            if pickle.load(fh) != key:
+            if load(fh) != key:
                 return None
-            kept = pickle.load(fh)
+            kept = load(fh)
     except Exception:  # noqa: BLE001 - whatever a damaged copy raises, parse instead
         return None
     return kept if isinstance(kept, SignatureSet) else None
