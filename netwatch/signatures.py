@@ -741,12 +741,13 @@ def load_dir(path: str = DEFAULT_DIR, known_recognisers: Iterable[str] = ()) -> 
         if os.path.isdir(gen):
             files += _toml_files(gen)
     where = _cache_file(path) if os.path.abspath(path) == os.path.abspath(DEFAULT_DIR) else None
-    key = _set_key(files, known_recognisers) if where is not None else None
+    stamps = _stamps([*files, __file__]) if where is not None else {}
+    key = _set_key(files, known_recognisers, stamps) if where is not None else None
     if where is not None and key is not None:
         kept_set = _cached_set(where, key)
         if kept_set is not None:
             return kept_set
-    cache = _DocumentCache(files, where) if where is not None else None
+    cache = _DocumentCache(stamps, where) if where is not None else None
     sigs: list[Signature] = []
     problems: list[str] = []
     for f in files:
@@ -808,18 +809,29 @@ def _cache_file(folder: str) -> str | None:
 SET_FORMAT = 1
 
 
-def _set_key(files: list[str], known_recognisers: Iterable[str]) -> tuple[Any, ...] | None:
-    """What the kept set must have been built from; None if a file cannot be read (the
-    parse reports it)."""
-    stamps = []
-    for f in (*files, __file__):
+def _stamps(files: list[str]) -> dict[str, list[int]]:
+    """Each readable file's size and modification time (an unreadable one is reported by
+    the parse)."""
+    stamps = {}
+    for f in files:
         try:
             st = os.stat(f)
         except OSError:
-            return None
-        stamps.append((f, st.st_size, st.st_mtime_ns))
+            continue
+        stamps[f] = [st.st_size, st.st_mtime_ns]
+    return stamps
+
+
+def _set_key(files: list[str], known_recognisers: Iterable[str],
+             stamps: dict[str, list[int]] | None = None) -> tuple[Any, ...] | None:
+    """What the kept set must have been built from (``stamps``: ``_stamps`` of the files
+    and this module, when already taken); None if a file cannot be read."""
+    if stamps is None:
+        stamps = _stamps([*files, __file__])
+    if any(f not in stamps for f in (*files, __file__)):
+        return None
     return (SET_FORMAT, sys.version_info[:2], tuple(sorted(set(known_recognisers))),
-            tuple(stamps))
+            tuple((f, *stamps[f]) for f in (*files, __file__)))
 
 
 def _set_path(documents: str) -> str:
@@ -864,15 +876,9 @@ def _save_set(documents: str, key: tuple[Any, ...], sigs: SignatureSet) -> None:
 
 
 class _DocumentCache:
-    def __init__(self, files: list[str], path: str):
+    def __init__(self, stamps: dict[str, list[int]], path: str):
         self.path = path
-        self.stamps: dict[str, list[int]] = {}
-        for f in files:
-            try:
-                st = os.stat(f)
-            except OSError:
-                continue  # reported by the parse
-            self.stamps[f] = [st.st_size, st.st_mtime_ns]
+        self.stamps = stamps  # a document is kept under its file's size and time
         self.docs: dict[str, Any] = {}
         self.fresh = False
         try:
