@@ -7,20 +7,24 @@ inspected and every session)."""
 
 from __future__ import annotations
 
-import ipaddress
+import functools
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+if TYPE_CHECKING:
+    import ipaddress
+
+    Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Networks by the length of their raw addresses (4 or 16): (network as an integer, mask).
 Prefixes = dict[int, tuple[tuple[int, int], ...]]
 
 # RFC 1918 private IPv4, RFC 6598 shared (carrier-grade NAT) space, link-local (RFC 3927,
 # RFC 4291), loopback, and IPv6 unique-local (RFC 4193). Python's ``is_private`` also
 # counts the documentation ranges, which stand for internet hosts in examples and tests.
-LAN_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+LAN_NETWORKS = (
     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16",
     "127.0.0.0/8", "fc00::/7", "fe80::/10", "::1/128",
-))
+)
 
 
 def prefixes(networks: Iterable[Network]) -> Prefixes:
@@ -44,14 +48,22 @@ def in_prefixes(raw: bytes, table: Prefixes) -> bool:
     return False
 
 
-_LAN = prefixes(LAN_NETWORKS)
+@functools.cache
+def _lan() -> Prefixes:
+    """``LAN_NETWORKS`` as prefixes, made at the first check: ``ipaddress`` costs about a
+    millisecond to import, and a replay that checks no address never needs it."""
+    import ipaddress
+
+    return prefixes(ipaddress.ip_network(n) for n in LAN_NETWORKS)
 
 
 def is_lan_address(raw: bytes) -> bool:
-    return in_prefixes(raw, _LAN)
+    return in_prefixes(raw, _lan())
 
 
 def ip_bytes(text: str) -> bytes:
+    import ipaddress
+
     return ipaddress.ip_address(text).packed
 
 

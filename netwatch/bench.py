@@ -55,7 +55,7 @@ GIGABIT_PPS = 145_000
 # Start-up is timed on a capture this small (the work on its packets is negligible), over
 # at least this many paired runs: a run is short, so more of them steady the median.
 STARTUP_PACKETS = 10
-STARTUP_RUNS = 7
+STARTUP_RUNS = 15
 
 
 @dataclass
