@@ -1,6 +1,6 @@
 """The live benchmark: ``netwatch run`` on a router in network namespaces (tests/netns.py).
 
-    bash run.sh live-bench [--packets N] [--sessions N] [--long]
+    bash run.sh live-bench [--packets N] [--sessions N] [--long] [--memory-pps N]
 
 Three measurements, each against real traffic on the router's LAN-side veth:
 
@@ -128,7 +128,8 @@ class Result:
     alert_seconds: list[float] = field(default_factory=list)
     alert_p50: float = 0.0
     alert_p95: float = 0.0
-    rss_kib: list[tuple[int, int]] = field(default_factory=list)  # (packets sent, RSS)
+    rss_kib: list[tuple[int, int]] = field(default_factory=list)  # (packets read, RSS)
+    memory_pps: float = 0  # the memory run's sending rate (0: full speed)
     rss_peak_kib: int = 0
     ring_mib: int = 16  # netwatch run's ring (ndpiReader's is libpcap's default, 2 MiB)
 
@@ -352,13 +353,18 @@ def rss_kib(proc: Proc) -> int:
     return 0
 
 
-def memory(lab: Lab, daemon: NetwatchRun, pcap: Path, loops: int, result: Result) -> None:
+def memory(lab: Lab, daemon: NetwatchRun, pcap: Path, loops: int, result: Result,
+           pps: float = 0) -> None:
     """RSS of netwatch run, sampled every second while ``pcap`` is sent ``loops`` times at
-    full speed, against the packets it has read; and its peak (VmHWM)."""
+    ``pps`` (0: full speed), against the packets it has read; and its peak (VmHWM). A
+    sender faster than netwatch makes the kernel drop what it cannot take: the packets
+    read, not those sent, are what fills its tables."""
     assert daemon.proc is not None
     pid = daemon.proc.program_pid()
+    rate = [f"--pps={pps:.0f}"] if pps else ["--topspeed"]
+    result.memory_pps = pps
     sender = lab.start(lab.pc, "tcpreplay-long", [
-        "tcpreplay", "-i", PC_IF, "-q", "--topspeed", f"--loop={loops}", str(pcap)], 7200)
+        "tcpreplay", "-i", PC_IF, "-q", *rate, f"--loop={loops}", str(pcap)], 7200)
     while sender.alive():
         time.sleep(1.0)
         seen, _drops = netwatch_counts(daemon)
@@ -384,6 +390,9 @@ def main() -> int:
                     help="netwatch run's ring_mib (default: its own default, 16)")
     ap.add_argument("--long", action="store_true",
                     help="memory over 10 million packets (the mix sent repeatedly)")
+    ap.add_argument("--memory-pps", type=float, default=0,
+                    help="the memory run's sending rate (default: full speed; a sender "
+                    "faster than netwatch leaves packets unread)")
     ap.add_argument("--skip", action="append", default=[],
                     choices=["throughput", "alert", "memory"])
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "nwt-bench")
@@ -441,7 +450,7 @@ def main() -> int:
             daemon = NetwatchRun(lab, household, "af_packet", lifetime=7200,
                                  extra=extra, name="memory").start()
             loops = max(1, -(-10_000_000 // result.packets_in_mix)) if args.long else 1
-            memory(lab, daemon, pcap, loops, result)
+            memory(lab, daemon, pcap, loops, result, args.memory_pps)
             daemon.stop()
     finally:
         lab.close()
@@ -522,8 +531,9 @@ def render(r: Result) -> str:
     if r.rss_kib:
         samples = r.rss_kib
         marks = [samples[int(f * (len(samples) - 1))] for f in (0.1, 0.5, 1.0)]
-        lines.append("RSS of netwatch run over the long replay: " + ", ".join(
-            f"{rss / 1024:.1f} MiB at {seen:,} packets" for seen, rss in marks)
+        sent = f"{r.memory_pps:,.0f} pps" if r.memory_pps else "full speed"
+        lines.append(f"RSS of netwatch run over the long replay (sent at {sent}): " + ", ".join(
+            f"{rss / 1024:.1f} MiB at {seen:,} packets read" for seen, rss in marks)
             + f"; peak {r.rss_peak_kib / 1024:.1f} MiB")
     return "\n".join(lines)
 
