@@ -45,6 +45,7 @@ from netwatch.sources.nflog import (
     NFULA_SEQ,
     NFULA_TIMESTAMP,
     NFULNL_MSG_PACKET,
+    Layout,
     nfnetlink_log_available,
     parse_packets,
     wire_length,
@@ -96,6 +97,78 @@ def test_a_message_without_payload_or_cut_short_is_counted_not_raised() -> None:
     out: list[Any] = []
     count, bad, _, _ = parse_packets(batch, len(batch), 0.0, out)
     assert count == 0 and bad == 2 and out == []
+
+
+def router_message(rng: Any, seq: int) -> bytes:
+    """A logged packet's message as a router's kernel writes it (nfnetlink_log: the packet
+    header, the interfaces, the hardware address, type, length and header, the time, the
+    sequence number, the payload), or now and then one that differs: an attribute
+    missing or of another length, one after the payload, one cut short, a message of
+    another kind."""
+    packet = ipv4(bytes([10, 0, 0, rng.randrange(256)]), bytes([10, 0, 1, 1]),
+                  rng.randrange(0, 300))
+    attrs = [(1, struct.pack("!HBx", 0x0800, 3)), (4, struct.pack("!I", 2)),
+             (5, struct.pack("!I", 3)), (8, struct.pack("!H2x6s2x", 6, bytes(6))),
+             (15, struct.pack("!H", 1)), (17, struct.pack("!H", 14)), (16, bytes(14)),
+             (NFULA_TIMESTAMP, struct.pack("!QQ", 1_700_000_000 + seq, rng.randrange(10**6))),
+             (NFULA_SEQ, struct.pack("!I", seq)), (NFULA_PAYLOAD, packet)]
+    odd = rng.random()
+    if odd < 0.02:
+        del attrs[rng.randrange(len(attrs) - 1)]
+    elif odd < 0.035:
+        i = rng.randrange(len(attrs) - 1)
+        attrs[i] = (attrs[i][0], attrs[i][1] + b"\0" * rng.choice((1, 4, 8)))
+    elif odd < 0.045:
+        attrs.append((NFULA_SEQ, struct.pack("!I", seq + 1000)))
+    elif odd < 0.05:
+        attrs.insert(rng.randrange(len(attrs)), (NFULA_TIMESTAMP, b"\0" * 16))
+    body = b"".join(nl.attr(t, v) for t, v in attrs)
+    if odd > 0.995:
+        body = body[:rng.randrange(len(body))]
+    kind = NFULNL_MSG_PACKET if odd < 0.99 or odd > 0.995 else NFULNL_MSG_PACKET + 1
+    return nl.message(NFNL_SUBSYS_ULOG, kind, 0, 2, body, res_id=74)
+
+
+class CountingLayout(Layout):
+    """A Layout that counts the messages it learns (each one walked in full)."""
+
+    __slots__ = ("learned",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.learned = 0
+
+    def learn(self, attrs: list[tuple[int, int, int]]) -> None:
+        self.learned += 1
+        super().learn(attrs)
+
+
+def test_messages_read_against_the_layout_as_walked_attribute_by_attribute() -> None:
+    """``Layout``: a message with the attributes of the one before is read without a walk.
+    Whatever the messages are, the packets, times, sequence numbers and counts must be
+    the walk's; and a router's usual message, once learned, is read without a walk."""
+    import random
+
+    rng = random.Random(9)
+    layout = CountingLayout()
+    last_walk = last_layout = None
+    for batch_no in range(300):
+        batch = b"".join(router_message(rng, batch_no * 40 + i) for i in range(40))
+        walked: list[Any] = []
+        got: list[Any] = []
+        r1 = parse_packets(batch, len(batch), 5.0, walked, last_walk)
+        r2 = parse_packets(batch, len(batch), 5.0, got, last_layout, layout)
+        assert (got, r2) == (walked, r1)
+        last_walk, last_layout = r1[2], r2[2]
+    # One in twenty messages differs, and the usual one after it is learned again: the
+    # rest are read against the layout.
+    assert 100 < layout.learned < 300 * 40 // 5
+    usual = router_message(random.Random(1), 1)  # (not an odd one, for this seed)
+    layout = CountingLayout()
+    out: list[Any] = []
+    for _ in range(3):
+        assert parse_packets(usual, len(usual), 0.0, out, None, layout)[0] == 1
+    assert layout.learned == 1 and out[0] == out[1] == out[2]
 
 
 def test_wire_length_of_ipv6_and_of_garbage() -> None:

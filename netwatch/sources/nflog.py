@@ -150,15 +150,62 @@ def ruleset(group: int, first_packets: int, own_traffic: bool
 
 # ---------------------------------------------------------------- the packet log
 
+class Layout:
+    """The attributes of a logged packet's message before its payload, as the last message
+    walked in full had them.
+
+    The kernel logs every packet of a group with the same attributes in the same order
+    (nfnetlink_log's __build_packet_message: the packet header, the interfaces, the
+    hardware address, type, length and header, the time, the sequence number, the payload
+    last); only the payload's length changes. A message whose attribute headers, read in
+    one unpack, have the lengths and types of the layout has its time, sequence number
+    and payload where the layout says, and needs no walk. A message that differs is walked
+    attribute by attribute, and its attributes become the layout when its payload comes
+    last. On a router's messages (11 attributes each) this reads a packet in about half
+    the time of the walk."""
+
+    __slots__ = ("unpack", "expected", "size", "ts", "seq", "payload")
+
+    def __init__(self) -> None:
+        self.unpack: Any = None  # the headers' unpack, None until a message is learned
+        self.expected: tuple[int, ...] = ()  # (length, type) of each attribute, payload's type
+        self.size = 0  # bytes the unpack reads
+        self.ts = self.seq = -1  # where the time's and sequence number's values start
+        self.payload = 0  # where the payload's attribute starts
+
+    def learn(self, attrs: list[tuple[int, int, int]]) -> None:
+        """The attributes ``(offset, length, type)`` of a message walked in full, its
+        payload last (offsets from the first attribute)."""
+        fmt, at = ["="], 0
+        expected: list[int] = []
+        self.ts = self.seq = -1
+        for off, alen, atype in attrs[:-1]:
+            fmt.append(f"{off - at}xHH")
+            expected += (alen, atype)
+            at = off + 4
+            # As the walk reads them: the last of a kind counts.
+            if atype == NFULA_TIMESTAMP and alen >= 20:
+                self.ts = off + 4
+            elif atype == NFULA_SEQ and alen >= 8:
+                self.seq = off + 4
+        self.payload = attrs[-1][0]
+        fmt.append(f"{self.payload - at}x2xH")  # the payload's type (its length varies)
+        self.unpack = struct.Struct("".join(fmt)).unpack_from
+        self.expected = (*expected, NFULA_PAYLOAD)
+        self.size = self.payload + 4
+
+
 def parse_packets(buf: bytes | memoryview, n: int, now: float, out: list[Packet],
-                  last_seq: int | None = None) -> tuple[int, int, int | None, int]:
+                  last_seq: int | None = None, layout: Layout | None = None
+                  ) -> tuple[int, int, int | None, int]:
     """Append the logged packets of one netlink batch to ``out``. Returns (packets,
     malformed messages, the last sequence number seen, packets missing between sequence
     numbers since ``last_seq``). A packet without a kernel timestamp gets ``now``.
 
-    This runs once per packet that reaches Python: the batch is copied to bytes once, the
-    attributes are walked with one unpack each, and the payload (always the last
-    attribute, nfulnl_log_packet) is the only slice taken."""
+    This runs once per packet that reaches Python: the batch is copied to bytes once, a
+    message of the same attributes as the one before is read against ``layout`` (see
+    Layout), any other has its attributes walked with one unpack each, and the payload
+    (always the last attribute, nfulnl_log_packet) is the only slice taken."""
     data = buf[:n] if isinstance(buf, bytes) else bytes(buf[:n])
     pos = count = bad = gaps = 0
     unpack_msg, unpack_nla = _NLMSG.unpack_from, _NLA.unpack_from
@@ -177,10 +224,30 @@ def parse_packets(buf: bytes | memoryview, n: int, now: float, out: list[Packet]
             continue
         payload = None
         ts = now
+        if (layout is not None and layout.unpack is not None and a + layout.size <= end
+                and layout.unpack(data, a) == layout.expected):
+            p = a + layout.payload
+            plen = unpack_nla(data, p)[0]
+            if 4 <= plen and p + plen <= end and p + ((plen + 3) & ~3) >= end:
+                payload = data[p + 4:p + plen]
+                if layout.seq >= 0:
+                    seq = be32(data, a + layout.seq)[0]
+                    if last_seq is not None and seq != (last_seq + 1) & 0xFFFFFFFF:
+                        gaps += (seq - last_seq - 1) & 0xFFFFFFFF
+                    last_seq = seq
+                if layout.ts >= 0:
+                    sec, usec = ts_unpack(data, a + layout.ts)
+                    ts = sec + usec * 1e-6
+                a = end  # read: no walk
+        first = a
+        attrs: list[tuple[int, int, int]] | None = [] if layout is not None else None
         while a + 4 <= end:
             alen, atype = unpack_nla(data, a)
             if alen < 4 or a + alen > end:
+                attrs = None
                 break
+            if attrs is not None:
+                attrs.append((a - first, alen, atype))
             # These three are never nested, so their type has no flag bits to mask.
             if atype == NFULA_PAYLOAD:
                 payload = data[a + 4:a + alen]
@@ -193,6 +260,8 @@ def parse_packets(buf: bytes | memoryview, n: int, now: float, out: list[Packet]
                 sec, usec = ts_unpack(data, a + 4)
                 ts = sec + usec * 1e-6
             a += (alen + 3) & ~3
+        if attrs and attrs[-1][2] == NFULA_PAYLOAD and layout is not None:
+            layout.learn(attrs)
         if not payload or len(payload) < 8:
             bad += 1
             continue
@@ -222,6 +291,7 @@ class NflogReader:
         self.group = group
         self.nl = NetfilterSocket(())
         self.last_seq: int | None = None
+        self.layout = Layout()  # the packet messages' attributes (parse_packets)
         self.gaps = 0
         self.malformed = 0
         try:
@@ -269,7 +339,7 @@ class NflogReader:
             if n == 0:
                 break
             count, bad, self.last_seq, gaps = parse_packets(self.nl.view, n, now, out,
-                                                            self.last_seq)
+                                                            self.last_seq, self.layout)
             added += count
             self.malformed += bad
             self.gaps += gaps
