@@ -99,20 +99,30 @@ def test_a_message_without_payload_or_cut_short_is_counted_not_raised() -> None:
     assert count == 0 and bad == 2 and out == []
 
 
-def router_message(rng: Any, seq: int) -> bytes:
-    """A logged packet's message as a router's kernel writes it (nfnetlink_log: the packet
-    header, the interfaces, the hardware address, type, length and header, the time, the
-    sequence number, the payload), or now and then one that differs: an attribute
-    missing or of another length, one after the payload, one cut short, a message of
-    another kind."""
+# What a router's kernel puts in a forwarded packet's message before the time
+# (nfnetlink_log): the packet header, the log prefix (empty), the input and output
+# interfaces, the hardware address, type, length and header. The router's own packets
+# (its DNS resolver's answers) have no input interface and no hardware attributes.
+FORWARDED = [(1, struct.pack("!HBx", 0x0800, 3)), (10, b"\0"), (4, struct.pack("!I", 2)),
+             (5, struct.pack("!I", 3)), (8, struct.pack("!H2x6s2x", 6, bytes(6))),
+             (15, struct.pack("!H", 1)), (17, struct.pack("!H", 14)), (16, bytes(14))]
+ROUTERS_OWN = [(1, struct.pack("!HBx", 0x0800, 3)), (10, b"\0"), (5, struct.pack("!I", 3))]
+
+
+def router_message(rng: Any, seq: int, kind: list[tuple[int, bytes]] | None = None,
+                   odd: float | None = None) -> bytes:
+    """A logged packet's message as a router's kernel writes it (a forwarded packet, or one
+    of the router's own, then the time, the sequence number, the payload), or now and then
+    one that differs: an attribute missing or of another length, one after the payload,
+    one cut short, a message of another kind (``odd``: which, from 0 to 1; 0.5: none)."""
     packet = ipv4(bytes([10, 0, 0, rng.randrange(256)]), bytes([10, 0, 1, 1]),
                   rng.randrange(0, 300))
-    attrs = [(1, struct.pack("!HBx", 0x0800, 3)), (4, struct.pack("!I", 2)),
-             (5, struct.pack("!I", 3)), (8, struct.pack("!H2x6s2x", 6, bytes(6))),
-             (15, struct.pack("!H", 1)), (17, struct.pack("!H", 14)), (16, bytes(14)),
+    if kind is None:
+        kind = ROUTERS_OWN if rng.random() < 0.3 else FORWARDED
+    attrs = [*kind,
              (NFULA_TIMESTAMP, struct.pack("!QQ", 1_700_000_000 + seq, rng.randrange(10**6))),
              (NFULA_SEQ, struct.pack("!I", seq)), (NFULA_PAYLOAD, packet)]
-    odd = rng.random()
+    odd = rng.random() if odd is None else odd
     if odd < 0.02:
         del attrs[rng.randrange(len(attrs) - 1)]
     elif odd < 0.035:
@@ -160,15 +170,17 @@ def test_messages_read_against_the_layout_as_walked_attribute_by_attribute() -> 
         r2 = parse_packets(batch, len(batch), 5.0, got, last_layout, layout)
         assert (got, r2) == (walked, r1)
         last_walk, last_layout = r1[2], r2[2]
-    # One in twenty messages differs, and the usual one after it is learned again: the
-    # rest are read against the layout.
-    assert 100 < layout.learned < 300 * 40 // 5
-    usual = router_message(random.Random(1), 1)  # (not an odd one, for this seed)
+    # One in twenty messages differs, and may be learned: the rest, of the two usual
+    # kinds, are read against the layout.
+    assert 20 < layout.learned < 300 * 40 // 20
+    # The usual kinds in turn: each is learned once, then read without a walk.
+    usual = b"".join(router_message(rng, i, FORWARDED if i % 2 else ROUTERS_OWN, odd=0.5)
+                     for i in range(6))
     layout = CountingLayout()
     out: list[Any] = []
     for _ in range(3):
-        assert parse_packets(usual, len(usual), 0.0, out, None, layout)[0] == 1
-    assert layout.learned == 1 and out[0] == out[1] == out[2]
+        assert parse_packets(usual, len(usual), 0.0, out, None, layout)[0] == 6
+    assert layout.learned == 2 and out[:6] == out[6:12] == out[12:]
 
 
 def test_wire_length_of_ipv6_and_of_garbage() -> None:
