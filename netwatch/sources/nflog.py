@@ -221,8 +221,8 @@ def parse_packets(buf: bytes | memoryview, n: int, now: float, out: list[Packet]
 
     This runs once per packet that reaches Python: the batch is copied to bytes once, a
     message of a shape ``layout`` knows is read against it (see Layout), any other has its
-    attributes walked with one unpack each, and the payload
-    (always the last attribute, nfulnl_log_packet) is the only slice taken."""
+    attributes walked with one unpack each, and the payload (always the last attribute,
+    nfulnl_log_packet) is the only slice taken."""
     data = buf[:n] if isinstance(buf, bytes) else bytes(buf[:n])
     pos = count = bad = gaps = 0
     unpack_msg, unpack_nla = _NLMSG.unpack_from, _NLA.unpack_from
